@@ -1,0 +1,229 @@
+"""Boards: a board config (where each interface is) → opened interfaces, closed always.
+
+A board config says what the board is, which reference profile it must match, and how each
+interface is reached (`pcie: {sysfs: ...}`, later `serial`, `usb`, `net`). With
+`simulated: <variant>` the board is a simulated one: opening it starts the simulator as a
+separate process, which announces where its interfaces are (a sysfs-shaped tree, a pty, a
+network link); from then on the same interface code reads it as it would a bench board.
+See docs/board-config.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import interfaces
+from harness.reference import Reference, load_reference
+from harness.verdict import ProbeError
+from harness.yamlio import Section, YamlError, load_yaml_file
+
+
+class BoardError(ProbeError):
+    """The board or one of its interfaces could not be opened."""
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    name: str
+    description: str
+    reference_path: Path
+    simulated: str | None
+    pins: dict[str, Any]                 # per-unit facts this board must show (e.g. its DSN)
+    interfaces: dict[str, dict[str, Any]]
+    path: str
+    sha256: str
+
+
+_BOARD_FIELDS = {"name", "description", "reference", "simulated", "pins"}
+
+
+def load_board_config(path: str | Path) -> BoardConfig:
+    path = Path(path)
+    doc = load_yaml_file(path)
+    top = Section(doc, str(path))
+    top.reject_unknown({"board", "interfaces"})
+    board = top.mapping("board")
+    board.reject_unknown(_BOARD_FIELDS)
+    reference = Path(board.text("reference"))
+    if not reference.is_absolute():
+        reference = path.parent / reference
+    found: dict[str, dict[str, Any]] = {}
+    ifaces = top.mapping("interfaces", required=False)
+    if ifaces is not None:
+        for kind in ifaces.data:
+            if kind not in interfaces.OPENERS:
+                raise ifaces.error(kind, f"unknown interface kind (known: {', '.join(sorted(interfaces.OPENERS))})")
+            settings = ifaces.mapping(kind)
+            found[kind] = dict(settings.data)
+    simulated = board.text("simulated", required=False)
+    if not found and not simulated:
+        raise top.error("interfaces", "a bench board needs at least one interface")
+    pins = board.mapping("pins", required=False)
+    return BoardConfig(
+        name=board.text("name"),
+        description=board.text("description", required=False, default="") or "",
+        reference_path=reference,
+        simulated=simulated,
+        pins=dict(pins.data) if pins else {},
+        interfaces=found,
+        path=str(path),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+
+
+class SimulatedBoardProcess:
+    """Runs `python -m fixtures.sim` for one variant and learns its interfaces from ready.json."""
+
+    START_TIMEOUT_S = 30.0
+
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"attestlab-sim-{variant}-"))
+        self.process: subprocess.Popen | None = None
+        self.announced: dict[str, Any] = {}
+
+    def start(self) -> dict[str, dict[str, Any]]:
+        ready = self.workdir / "ready.json"
+        log = open(self.workdir / "simulator.log", "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fixtures.sim", "--profile", self.variant,
+             "--workdir", str(self.workdir), "--ready", str(ready)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while not ready.exists():
+            if self.process.poll() is not None:
+                raise BoardError(f"simulated board {self.variant!r} exited with status "
+                                 f"{self.process.returncode} before it was ready: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BoardError(f"simulated board {self.variant!r} not ready after "
+                                 f"{self.START_TIMEOUT_S:.0f} s: {self.log_tail()}")
+            time.sleep(0.02)
+        self.announced = json.loads(ready.read_text())
+        return self.announced.get("interfaces", {})
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return (self.workdir / "simulator.log").read_text(errors="replace")[-limit:].strip() or "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Board:
+    """A board under test: its config, its reference profile, and its interfaces opened lazily."""
+
+    def __init__(self, config: BoardConfig, reference: Reference) -> None:
+        self.config = config
+        self.reference = reference
+        self._settings: dict[str, dict[str, Any]] = dict(config.interfaces)
+        self._open: dict[str, Any] = {}
+        self._simulator: SimulatedBoardProcess | None = None
+        self._started = False
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Board":
+        config = load_board_config(path)
+        try:
+            reference = load_reference(config.reference_path)
+        except YamlError as exc:
+            raise YamlError(f"{config.path}: board.reference: {exc}") from None
+        return cls(config, reference)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def open(self) -> "Board":
+        """Start the simulated board if there is one. Interfaces themselves open on first use."""
+        if self._started:
+            return self
+        self._started = True
+        if self.config.simulated:
+            self._simulator = SimulatedBoardProcess(self.config.simulated)
+            announced = self._simulator.start()
+            for kind, settings in announced.items():
+                # What the config says wins over what the simulator announces (e.g. a baudrate).
+                self._settings[kind] = {**settings, **self._settings.get(kind, {})}
+        return self
+
+    def has_interface(self, kind: str) -> bool:
+        self.open()
+        return kind in self._settings
+
+    def interface(self, kind: str) -> Any:
+        self.open()
+        if kind in self._open:
+            return self._open[kind]
+        if kind not in self._settings:
+            raise BoardError(f"board {self.name!r} has no {kind!r} interface "
+                             f"(add interfaces.{kind} to {self.config.path})")
+        try:
+            handle = interfaces.opener(kind)(self._settings[kind])
+        except ProbeError:
+            raise
+        except Exception as exc:  # an opener's own failure is an unusable interface, not a crash
+            raise BoardError(f"board {self.name!r}: cannot open {kind} interface: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        self._open[kind] = handle
+        return handle
+
+    @property
+    def pcie(self):  # -> harness.interfaces.pcie.PcieFunction
+        return self.interface("pcie")
+
+    def interface_settings(self, kind: str) -> dict[str, Any]:
+        self.open()
+        return dict(self._settings.get(kind, {}))
+
+    def identity(self) -> dict[str, Any]:
+        """Who the board claims to be, for the run record (pins from the config, never probed)."""
+        return {
+            "name": self.config.name,
+            "config": {"path": self.config.path, "sha256": self.config.sha256},
+            "simulated": self.config.simulated,
+            "pins": self.config.pins,
+            "reference": {"product": self.reference.product, "path": self.reference.path,
+                          "sha256": self.reference.sha256},
+        }
+
+    def close(self) -> None:
+        errors = []
+        for kind in reversed(list(self._open)):
+            try:
+                self._open.pop(kind).close()
+            except Exception as exc:  # keep closing the rest
+                errors.append(f"{kind}: {exc}")
+        if self._simulator is not None:
+            self._simulator.stop()
+            self._simulator = None
+        self._started = False
+        if errors:
+            raise BoardError(f"board {self.name!r}: errors while closing: {'; '.join(errors)}")
+
+    def __enter__(self) -> "Board":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,195 @@
+"""attestlab: decide whether an accelerator board can be trusted, with signed evidence.
+
+Commands:
+  attestlab run --plan PLAN --board BOARD --key LAB.key [--out DIR]   run a test plan, sign the result
+  attestlab verify RESULT.dsse.json --pubkey LAB.pub                  check a signed result and its evidence
+  attestlab pcie show TARGET [--json]                                 decode a PCIe function's config space
+  attestlab keys generate --out PREFIX                                make an Ed25519 lab key pair
+
+Exit codes of `run`: 0 PASS, 1 FAIL (the board violates a requirement), 2 ERROR (could not
+decide: a timeout, a disconnect, malformed data, a missing reference, a bad plan or board).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+class _OutcomeCatcher:
+    """A pytest plugin object that picks up the run's outcome after everything else."""
+
+    def __init__(self) -> None:
+        self.outcome = None
+
+    def pytest_unconfigure(self, config) -> None:
+        from harness.plugin import attestlab_session
+        try:
+            self.outcome = attestlab_session(config).outcome
+        except KeyError:
+            self.outcome = None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.verdict import Verdict
+
+    for label, path in (("--plan", args.plan), ("--board", args.board), ("--key", args.key)):
+        if not Path(path).is_file():
+            print(f"attestlab run: {label} {path}: no such file", file=sys.stderr)
+            return EXIT_ERROR
+    pytest_args = [str(args.plan), f"--board={args.board}", f"--attestlab-key={args.key}",
+                   f"--attestlab-out={args.out}", "-p", "no:cacheprovider",
+                   # harness is imported before pytest starts when run as `python -m harness.cli`
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning", "--rootdir", str(Path(args.plan).parent)]
+    if args.run_id:
+        pytest_args.append(f"--attestlab-run-id={args.run_id}")
+    if args.junitxml:
+        pytest_args.append(f"--junitxml={args.junitxml}")
+    pytest_args += ["-q"] if args.quiet else ["-v"]
+    catcher = _OutcomeCatcher()
+    status = pytest.main(pytest_args, plugins=[catcher])
+    outcome = catcher.outcome
+    if outcome is None:
+        print(f"attestlab run: no verdict (pytest exit status {int(status)}); see the messages above",
+              file=sys.stderr)
+        return EXIT_ERROR
+    return {Verdict.PASS: EXIT_PASS, Verdict.FAIL: EXIT_FAIL}.get(outcome.verdict, EXIT_ERROR)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from harness.results.bundle import verify_result
+    from harness.results.dsse import VerificationError
+    from harness.results.keys import KeyError_, load_public_key
+
+    try:
+        verified = verify_result(args.envelope, load_public_key(args.pubkey))
+    except (VerificationError, KeyError_) as exc:
+        print(f"NOT VERIFIED: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    record = verified.record
+    if args.json:
+        print(json.dumps({"verified": True, "keyid": verified.keyid, "run_id": record.get("run_id"),
+                          "verdict": record.get("verdict"), "blobs_checked": verified.blobs_checked,
+                          "requirements": {r["id"]: r["verdict"] for r in record.get("requirements", [])}},
+                         indent=2))
+        return EXIT_PASS
+    print(f"verified: {verified.envelope}")
+    print(f"  signed by key {verified.keyid}")
+    print(f"  run {record.get('run_id')}: plan {record['plan'].get('id')} {record['plan'].get('version')} "
+          f"on board {record['board'].get('name')}")
+    for req in record.get("requirements", []):
+        print(f"  {req['verdict']:<6} {req['id']}")
+    print(f"  overall {record.get('verdict')}; {verified.blobs_checked} evidence blobs match their digests")
+    return EXIT_PASS
+
+
+def cmd_pcie_show(args: argparse.Namespace) -> int:
+    from harness.formats.pci_config import (ConfigSpaceError, config_space_json, decode_config_space,
+                                            format_dsn, parse_lspci_hex_dump)
+    from harness.interfaces.pcie import PcieFunction, PcieUnavailable, resolve_sysfs_path
+
+    target = resolve_sysfs_path(args.target)
+    try:
+        if target.is_dir():
+            raw = PcieFunction(target).config_space()
+        else:
+            raw = target.read_bytes()
+            if raw[:1].isalnum() and b":" in raw[:16]:  # `lspci -xxx` text rather than binary
+                dumps = parse_lspci_hex_dump(raw.decode("ascii", errors="replace"))
+                if len(dumps) != 1:
+                    raise ConfigSpaceError(f"{target}: expected one device in the lspci dump, found {len(dumps)}")
+                raw = next(iter(dumps.values()))
+        cs = decode_config_space(raw)
+    except (OSError, PcieUnavailable, ConfigSpaceError) as exc:
+        print(f"attestlab pcie show: {target}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(config_space_json(cs), indent=2))
+        return EXIT_PASS
+    print(f"{target}: {cs.vendor_id:04x}:{cs.device_id:04x} rev {cs.revision:02x} class {cs.class_code:06x} "
+          f"header type {cs.header_type} ({cs.size} bytes)")
+    if cs.subsystem_vendor_id is not None:
+        print(f"  subsystem {cs.subsystem_vendor_id:04x}:{cs.subsystem_id:04x}")
+    if cs.dsn is not None:
+        print(f"  device serial number {format_dsn(cs.dsn)}")
+    for cap in cs.capabilities:
+        where = f"[{cap.offset:x} v{cap.version}]" if cap.extended else f"[{cap.offset:x}]"
+        print(f"  Capabilities: {where} {cap.name}")
+    for anomaly in cs.anomalies:
+        print(f"  anomaly: {anomaly}")
+    return EXIT_PASS
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from harness.results.keys import KeyError_, generate_keypair
+
+    try:
+        private_path, public_path = generate_keypair(args.out, overwrite=args.force)
+    except KeyError_ as exc:
+        print(f"attestlab keys generate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {private_path} (private, mode 0600: keep it secret) and {public_path} (give to verifiers)")
+    return EXIT_PASS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attestlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a test plan against a board and sign the result",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run a test plan against a board (bench or simulated), print verdicts by "
+                                     "requirement, and write a signed result directory.",
+                         epilog="exit status: 0 PASS, 1 FAIL (a requirement is violated), "
+                                "2 ERROR (could not decide, or bad input)\n\n"
+                                "example:\n  attestlab run --plan test_plans/level1.yaml "
+                                "--board fixtures/boards/sim-clean.yaml --key lab.key --out results/")
+    run.add_argument("--plan", required=True, help="test plan YAML (e.g. test_plans/level1.yaml)")
+    run.add_argument("--board", required=True, help="board config YAML (e.g. fixtures/boards/sim-clean.yaml)")
+    run.add_argument("--key", required=True, help="the lab's Ed25519 private key (PEM) that signs the result")
+    run.add_argument("--out", default="results", help="results directory (default: results/)")
+    run.add_argument("--run-id", help="name of this run's directory (default: time-board-random)")
+    run.add_argument("--junitxml", help="also write a JUnit XML report here")
+    run.add_argument("-q", "--quiet", action="store_true", help="less output from pytest")
+    run.set_defaults(func=cmd_run)
+
+    verify = sub.add_parser("verify", help="verify a signed result and every evidence blob",
+                            description="Check the DSSE signature, the in-toto statement, and that every "
+                                        "evidence blob next to it has the digest that was signed. "
+                                        "Exit status 0 verified, 1 not verified.")
+    verify.add_argument("envelope", help="path to result.dsse.json")
+    verify.add_argument("--pubkey", required=True, help="the lab's public key (PEM)")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(func=cmd_verify)
+
+    pcie = sub.add_parser("pcie", help="PCIe tools").add_subparsers(dest="pcie_command", required=True, metavar="TOOL")
+    show = pcie.add_parser("show", help="decode a config space: IDs, capabilities, DSN, anomalies",
+                           description="TARGET is a BDF (0000:41:00.0, read from /sys/bus/pci/devices), a "
+                                       "sysfs-shaped device directory, a raw config-space file (256 or 4096 "
+                                       "bytes) or an `lspci -xxxx` text dump.")
+    show.add_argument("target")
+    show.add_argument("--json", action="store_true", help="print the decoded config space as JSON")
+    show.set_defaults(func=cmd_pcie_show)
+
+    keys = sub.add_parser("keys", help="lab signing keys").add_subparsers(dest="keys_command", required=True, metavar="TOOL")
+    gen = keys.add_parser("generate", help="make an Ed25519 key pair: PREFIX.key and PREFIX.pub")
+    gen.add_argument("--out", required=True, help="path prefix, e.g. lab → lab.key and lab.pub")
+    gen.add_argument("--force", action="store_true", help="overwrite existing files")
+    gen.set_defaults(func=cmd_keys_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

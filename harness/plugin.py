@@ -1,0 +1,281 @@
+"""pytest plugin: test plans run as pytest sessions.
+
+    pytest test_plans/level1.yaml --board fixtures/boards/sim-clean.yaml \
+        [--attestlab-key lab.key] [--attestlab-out results/] [--junitxml report.xml]
+
+A plan file is collected as requirements, each with one test item per step
+(`level1.yaml::<requirement>::<step>`). Verdicts map onto pytest outcomes: PASS → passed,
+FAIL → failed, ERROR → error (raised during setup), SKIP → skipped, each with its reasons.
+At the end: a summary table by requirement and, with a key, a signed result directory.
+Fixtures `board` and `evidence` serve hand-written tests on the same board and record.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.board import Board
+from harness.evidence import EvidenceStore
+from harness.plan import Plan, Requirement, Step, load_plan
+from harness.results.bundle import write_signed_result
+from harness.results.keys import KeyError_, load_private_key
+from harness.results.record import RequirementResult, RunRecord, harness_info, host_info, plan_summary
+from harness.runner import StepRunner, requirement_verdict, utc_now, validate_plan_steps
+from harness.verdict import StepResult, Verdict
+from harness.yamlio import YamlError
+
+_PLAN_MARK = re.compile(rb"^plan\s*:", re.M)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attestlab", "attestlab: run test plans against a board")
+    group.addoption("--board", metavar="BOARD.yaml", help="board config to run plans against")
+    group.addoption("--attestlab-key", metavar="LAB.key",
+                    help="Ed25519 private key (PEM) that signs the result; without it nothing is signed or written")
+    group.addoption("--attestlab-out", metavar="DIR", default="results",
+                    help="where signed results go, one directory per run (default: results/)")
+    group.addoption("--attestlab-run-id", metavar="ID", help="name of the run's directory (default: time-board-random)")
+
+
+@dataclass
+class RunOutcome:
+    verdict: Verdict
+    envelope: Path | None
+    requirements: tuple[RequirementResult, ...]
+
+
+class AttestlabSession:
+    """State of one run: the board (opened on first use), the evidence, the step results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.board_path = config.getoption("--board")
+        self.key_path = config.getoption("--attestlab-key")
+        self.out = Path(config.getoption("--attestlab-out"))
+        self.run_id_option = config.getoption("--attestlab-run-id")
+        self.evidence = EvidenceStore()
+        self.plan: Plan | None = None
+        self.results: list[StepResult] = []
+        self.outcome: RunOutcome | None = None
+        self.started = utc_now()
+        self._board: Board | None = None
+        self._runner: StepRunner | None = None
+        self._private_key = None
+        if self.key_path:
+            try:
+                self._private_key = load_private_key(self.key_path)
+            except KeyError_ as exc:
+                raise pytest.UsageError(f"--attestlab-key: {exc}") from None
+        if self.board_path:
+            try:
+                self._board = Board.from_file(self.board_path)
+            except YamlError as exc:
+                raise pytest.UsageError(f"--board: {exc}") from None
+
+    @property
+    def board(self) -> Board:
+        if self._board is None:
+            raise pytest.UsageError("no board: give --board BOARD.yaml")
+        return self._board
+
+    def run_step(self, requirement: Requirement, step: Step) -> StepResult:
+        if self._runner is None:
+            self._runner = StepRunner(self.board, self.evidence)
+        result = self._runner.run(requirement, step)
+        self.results.append(result)
+        return result
+
+    def set_plan(self, plan: Plan) -> None:
+        if self.plan is not None and self.plan.sha256 != plan.sha256:
+            raise pytest.UsageError(f"one plan per run: got {self.plan.path} and {plan.path}")
+        self.plan = plan
+
+    def requirement_results(self) -> tuple[RequirementResult, ...]:
+        if self.plan is None:
+            return ()
+        out = []
+        for req in self.plan.requirements:
+            steps = tuple(r for r in self.results if r.requirement == req.id)
+            if steps:
+                out.append(RequirementResult(req.id, req.title, requirement_verdict(list(steps)), steps))
+        return tuple(out)
+
+    def finish(self) -> None:
+        board_identity = None
+        if self._board is not None:
+            board_identity = self._board.identity()
+            try:
+                self._board.close()
+            except Exception as exc:  # closing must not hide the verdicts; record why
+                board_identity["close_error"] = str(exc)
+        if self.plan is None or not self.results:
+            return
+        requirements = self.requirement_results()
+        verdict = Verdict.worst(r.verdict for r in requirements)
+        envelope = None
+        if self._private_key is not None:
+            measured = next((r.facts for r in self.results if r.probe == "pcie_identity" and r.facts), None)
+            if measured:
+                board_identity["measured"] = {k: measured.get(k) for k in (
+                    "bdf", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_id", "dsn")}
+            run_id = self.run_id_option or "{}-{}-{}".format(
+                datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+                re.sub(r"[^A-Za-z0-9_.-]", "_", self._board.name if self._board else "board"),
+                secrets.token_hex(3))
+            record = RunRecord(run_id=run_id, plan=plan_summary(self.plan), board=board_identity or {},
+                               verdict=verdict, requirements=requirements, evidence=self.evidence.refs,
+                               started=self.started, finished=utc_now(), harness=harness_info(), host=host_info())
+            envelope = write_signed_result(self.out, record, self.evidence, self._private_key)
+        self.outcome = RunOutcome(verdict, envelope, requirements)
+
+
+_SESSION = pytest.StashKey[AttestlabSession]()
+
+
+def attestlab_session(config: pytest.Config) -> AttestlabSession:
+    return config.stash[_SESSION]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SESSION] = AttestlabSession(config)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if file_path.suffix in (".yaml", ".yml"):
+        try:
+            head = file_path.read_bytes()[:65536]
+        except OSError:
+            return None
+        if _PLAN_MARK.search(head):
+            return PlanFile.from_parent(parent, path=file_path)
+    return None
+
+
+class StepVerdict(Exception):
+    """Carries a non-passing StepResult out of setup (ERROR) or the call (FAIL)."""
+
+    def __init__(self, result: StepResult) -> None:
+        super().__init__(result.verdict.value)
+        self.result = result
+
+    def describe(self) -> str:
+        r = self.result
+        lines = [f"{r.verdict.value}: {r.requirement}::{r.step} ({r.probe}/{r.check})"]
+        lines += [f"  - {reason}" for reason in r.reasons]
+        lines += [f"  evidence {e.name} sha256:{e.sha256}" for e in r.evidence]
+        return "\n".join(lines)
+
+
+class PlanFile(pytest.File):
+    def collect(self):
+        try:
+            plan = load_plan(self.path)
+            validate_plan_steps(plan)
+        except YamlError as exc:
+            raise self.CollectError(str(exc)) from None
+        attestlab_session(self.config).set_plan(plan)
+        for req in plan.requirements:
+            yield RequirementNode.from_parent(self, name=req.id, requirement=req)
+
+
+class RequirementNode(pytest.Collector):
+    def __init__(self, *, requirement: Requirement, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.requirement = requirement
+
+    def collect(self):
+        for step in self.requirement.steps:
+            yield StepItem.from_parent(self, name=step.id, requirement=self.requirement, step=step)
+
+
+class StepItem(pytest.Item):
+    def __init__(self, *, requirement: Requirement, step: Step, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.requirement = requirement
+        self.step = step
+        self.result: StepResult | None = None
+
+    def setup(self) -> None:
+        self.result = attestlab_session(self.config).run_step(self.requirement, self.step)
+        if self.result.verdict is Verdict.ERROR:
+            raise StepVerdict(self.result)
+
+    def runtest(self) -> None:
+        assert self.result is not None
+        for reason in self.result.reasons:
+            self.user_properties.append(("reason", reason))
+        if self.result.verdict is Verdict.FAIL:
+            raise StepVerdict(self.result)
+        if self.result.verdict is Verdict.SKIP:
+            pytest.skip("; ".join(self.result.reasons))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, StepVerdict):
+            return excinfo.value.describe()
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, self.step.line - 1 if self.step.line else None, \
+            f"{self.requirement.id}::{self.step.id} [{self.step.probe}/{self.step.check}]"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, StepVerdict):
+        report.longrepr = call.excinfo.value.describe()  # verdict reasons, not a traceback
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    if any(isinstance(i, StepItem) for i in items) and not config.getoption("--board"):
+        raise pytest.UsageError("a test plan runs against a board: give --board BOARD.yaml")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    attestlab_session(session.config).finish()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state = attestlab_session(config)
+    requirements = state.requirement_results()
+    if not requirements:
+        return
+    tr = terminalreporter
+    tr.section(f"attestlab: {state.plan.id} on {state.board.name}")
+    width = max(len(r.id) for r in requirements)
+    for req in requirements:
+        tr.write_line(f"{req.verdict.value:<6} {req.id:<{width}}  {req.title}")
+        if req.verdict is not Verdict.PASS:
+            for step in req.steps:
+                if step.verdict is not Verdict.PASS:
+                    for reason in step.reasons[:5]:
+                        tr.write_line(f"{'':<6} {'':<{width}}    {step.step}: {reason}")
+    overall = Verdict.worst(r.verdict for r in requirements)
+    tr.write_line(f"overall: {overall.value}")
+    if state.outcome and state.outcome.envelope:
+        tr.write_line(f"signed result: {state.outcome.envelope}")
+    elif not state.key_path:
+        tr.write_line("result not signed (no --attestlab-key given)")
+
+
+@pytest.fixture(scope="session")
+def board(pytestconfig: pytest.Config) -> Board:
+    """The board under test (from --board), opened for the session, closed at its end."""
+    state = attestlab_session(pytestconfig)
+    if not state.board_path:
+        pytest.skip("no board: this test needs --board BOARD.yaml")
+    return state.board.open()
+
+
+@pytest.fixture(scope="session")
+def evidence(pytestconfig: pytest.Config) -> EvidenceStore:
+    """The run's evidence store: blobs added here are signed into the result with the plan's."""
+    return attestlab_session(pytestconfig).evidence

@@ -1,0 +1,76 @@
+"""Lab signing keys: Ed25519, PEM (PKCS#8 private, SubjectPublicKeyInfo public).
+
+The key id is the SHA-256 of the public key's DER SubjectPublicKeyInfo, in hex: any verifier
+can recompute it from the public key alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+class KeyError_(ValueError):
+    """A key file is missing, unreadable, or not an Ed25519 key."""
+
+
+def keyid(public_key: Ed25519PublicKey) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def public_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def generate_keypair(prefix: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write PREFIX.key (mode 0600) and PREFIX.pub; refuse to overwrite unless asked."""
+    prefix = Path(prefix)
+    private_path, public_path = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    for path in (private_path, public_path):
+        if path.exists() and not overwrite:
+            raise KeyError_(f"{path} exists; not overwriting a key (remove it or choose another --out)")
+    private_key = Ed25519PrivateKey.generate()
+    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public_path.write_bytes(public_pem(private_key.public_key()))
+    return private_path, public_path
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    data = _read(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyError_(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyError_(f"{path}: a {type(key).__name__}; attestlab signs with Ed25519 keys "
+                        f"('attestlab keys generate' makes one)")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    data = _read(path, "public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyError_(f"{path}: not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyError_(f"{path}: a {type(key).__name__}, not an Ed25519 public key")
+    return key

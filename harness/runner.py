@@ -1,0 +1,94 @@
+"""Running plan steps: probe.collect → check → StepResult. Fail closed at every edge.
+
+Used by the pytest plugin (one test item per step) and by anything else that runs a plan.
+Whatever goes wrong — a probe error, a crash, a missing reference, a check that raises —
+becomes an ERROR that says why; evidence the probe stored before failing is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+import probes
+from harness.board import Board
+from harness.evidence import EvidenceStore
+from harness.plan import Plan, Requirement, Step
+from harness.verdict import CheckResult, Observation, ProbeError, StepResult, Verdict
+from harness.yamlio import YamlError
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validate_plan_steps(plan: Plan) -> None:
+    """Every step names a known probe, one of its checks, and only parameters it takes."""
+    for req in plan.requirements:
+        for step in req.steps:
+            problem = probes.step_problem(step.probe, step.check, step.params)
+            if problem:
+                raise YamlError(f"{plan.path}:{step.line}: requirements.{req.id}.steps.{step.id}: {problem}")
+
+
+class StepRunner:
+    """Runs steps against one board, sharing observations between steps with the same probe+params."""
+
+    def __init__(self, board: Board, evidence: EvidenceStore) -> None:
+        self.board = board
+        self.evidence = evidence
+        self._observations: dict[str, Observation | ProbeError] = {}
+
+    def _observe(self, step: Step) -> Observation:
+        key = json.dumps([step.probe, step.params], sort_keys=True, default=str)
+        if key not in self._observations:
+            spec = probes.get_probe(step.probe)
+            params = {**spec.params, **step.params}
+            try:
+                self._observations[key] = spec.collect(self.board, params, self.evidence)
+            except ProbeError as exc:
+                self._observations[key] = exc
+        cached = self._observations[key]
+        if isinstance(cached, ProbeError):
+            raise cached
+        return cached
+
+    def _expected(self, step: Step) -> Any:
+        if step.reference is not None:
+            return self.board.reference.lookup(step.reference)
+        return step.expect
+
+    def run(self, requirement: Requirement, step: Step) -> StepResult:
+        started = utc_now()
+        before = len(self.evidence.refs)
+        facts: dict[str, Any] = {}
+        try:
+            observation = self._observe(step)
+            facts = observation.facts
+            expected = self._expected(step)
+            result = probes.get_probe(step.probe).checks[step.check](observation, expected)
+            if not isinstance(result, CheckResult):
+                result = CheckResult.error(f"check {step.check!r} returned {type(result).__name__}, not a CheckResult")
+            evidence = result.evidence or observation.evidence
+        except ProbeError as exc:
+            result = CheckResult.error(str(exc) or type(exc).__name__)
+            evidence = ()
+        except Exception as exc:  # a crash in a probe or check decides nothing: ERROR, with where
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            result = CheckResult.error(f"{step.probe}/{step.check} crashed: {type(exc).__name__}: {exc} "
+                                       f"({where.filename}:{where.lineno})")
+            evidence = ()
+        # Evidence stored during this step belongs to it, also when the probe failed half way.
+        collected = self.evidence.refs[before:]
+        evidence = tuple(dict.fromkeys((*evidence, *collected)))
+        reasons = result.reasons or (f"{step.check}: {result.verdict.value}",)
+        return StepResult(requirement=requirement.id, step=step.id, probe=step.probe, check=step.check,
+                          verdict=result.verdict, reasons=tuple(reasons), evidence=evidence,
+                          facts=facts, started=started, finished=utc_now())
+
+
+def requirement_verdict(results: list[StepResult]) -> Verdict:
+    """A requirement passes only if all its steps pass; otherwise the worst step decides."""
+    return Verdict.worst(r.verdict for r in results)

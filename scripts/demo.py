@@ -1,0 +1,72 @@
+"""The demo: every simulated board of the zoo through the standard plan, signed and verified.
+
+Uses the `attestlab` command exactly as a lab engineer would: it makes a demo key pair (under
+results/demo/, never committed), runs `attestlab run` per board, verifies each signed result
+with `attestlab verify`, and prints the matrix of verdicts by requirement against the
+expected one (fixtures/boards/matrix.yaml). Exit status 0 when every board came out as expected.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAN = ROOT / "test_plans" / "level1.yaml"
+BOARDS = ROOT / "fixtures" / "boards"
+OUT = ROOT / "results" / "demo"
+ATTESTLAB = [sys.executable, "-m", "harness.cli"]
+
+
+def main() -> int:
+    matrix = yaml.safe_load((BOARDS / "matrix.yaml").read_text())
+    OUT.mkdir(parents=True, exist_ok=True)
+    key = OUT / "demo-lab"
+    if not key.with_suffix(".key").exists():
+        subprocess.run([*ATTESTLAB, "keys", "generate", "--out", str(key)], check=True)
+    rows, ok = [], True
+    for board, expected in matrix.items():
+        print(f"\n=== {board}: attestlab run --plan {PLAN.relative_to(ROOT)} --board fixtures/boards/{board}.yaml", flush=True)
+        started = time.monotonic()
+        run = subprocess.run([*ATTESTLAB, "run", "--plan", str(PLAN), "--board", str(BOARDS / f"{board}.yaml"),
+                              "--key", str(key.with_suffix(".key")), "--out", str(OUT), "-q"],
+                             capture_output=True, text=True)
+        summary = run.stdout.split("attestlab: ", 1)[-1] if "attestlab: " in run.stdout else run.stdout + run.stderr
+        print("\n".join(line for line in summary.splitlines()[1:] if line.strip() and not line.startswith("=")))
+        envelope = next((line.split(": ", 1)[1] for line in run.stdout.splitlines()
+                         if line.startswith("signed result: ")), None)
+        if envelope is None:
+            print(f"  no signed result (exit {run.returncode}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+            rows.append((board, {}, "none", False))
+            ok = False
+            continue
+        verify = subprocess.run([*ATTESTLAB, "verify", envelope, "--pubkey", str(key.with_suffix(".pub")), "--json"],
+                                capture_output=True, text=True)
+        verified = verify.returncode == 0
+        got = json.loads(verify.stdout)["requirements"] if verified else {}
+        want = {req: spec["verdict"] for req, spec in (expected or {}).items()}
+        as_expected = verified and all(got.get(req, "PASS") == want.get(req, "PASS") for req in set(got) | set(want))
+        print(f"  exit {run.returncode}, {time.monotonic() - started:.1f} s; signature and evidence "
+              f"{'verified' if verified else 'NOT VERIFIED: ' + verify.stderr.strip()}; "
+              f"{'as expected' if as_expected else 'NOT AS EXPECTED'}")
+        rows.append((board, got, envelope, as_expected))
+        ok &= as_expected
+    requirements = sorted({req for _, got, _, _ in rows for req in got})
+    print("\nverdicts by requirement (test_plans/level1.yaml):")
+    width = max(len(b) for b, *_ in rows)
+    print(f"  {'board':<{width}}  " + "  ".join(requirements) + "  expected?")
+    for board, got, _, as_expected in rows:
+        cells = "  ".join(f"{got.get(req, '-'):<{len(req)}}" for req in requirements)
+        print(f"  {board:<{width}}  {cells}  {'yes' if as_expected else 'NO'}")
+    print(f"\nsigned results under {OUT.relative_to(ROOT)}/; verify one with:\n"
+          f"  .venv/bin/attestlab verify {OUT.relative_to(ROOT)}/<run>/result.dsse.json --pubkey {key.relative_to(ROOT)}.pub")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine for attestlab: Debian packages the tests and demo use,
+# then a virtual environment (.venv) with attestlab installed in it. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v lspci  >/dev/null 2>&1 || need+=(pciutils)   # differential tests of the config-space decoder
+command -v tshark >/dev/null 2>&1 || need+=(tshark)     # pcapng evidence must read in tshark; egress benchmark
+command -v sz     >/dev/null 2>&1 || need+=(lrzsz)      # serial dump benchmark (ZMODEM peer)
+command -v ip     >/dev/null 2>&1 || need+=(iproute2)   # network namespaces and veth pairs
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "setup: warning: missing Debian packages ${need[*]}; run as root (or apt-get install them)." >&2
+    echo "setup: tests that need them skip, saying why." >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.attestlab-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing attestlab and its dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi

@@ -1,0 +1,159 @@
+"""Fail closed: however a step goes wrong, it is ERROR or FAIL with a reason, never PASS,
+and evidence collected before the failure is kept."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import probes
+from harness.board import Board, BoardConfig, BoardError, load_board_config
+from harness.evidence import EvidenceStore
+from harness.plan import Requirement, Step
+from harness.reference import Reference
+from harness.runner import StepRunner, requirement_verdict
+from harness.verdict import CheckResult, Observation, ProbeError, Verdict
+from harness.yamlio import YamlError
+
+from conftest import BOARDS, CAPTURE
+
+REFERENCE = Reference(product="test", values={"pcie": {"identity": {"vendor_id": 0x10DE}}}, path="ref.yaml", sha256="0")
+
+
+def board_on(tmp_path: Path, config: bytes | None = None, reference: Reference = REFERENCE) -> Board:
+    device = tmp_path / "0000:00:06.0"
+    device.mkdir(exist_ok=True)
+    if config is not None:
+        (device / "config").write_bytes(config)
+    cfg = BoardConfig(name="t", description="", reference_path=Path("ref.yaml"), simulated=None, pins={},
+                      interfaces={"pcie": {"sysfs": str(device)}}, path="t.yaml", sha256="0")
+    return Board(cfg, reference)
+
+
+@pytest.fixture
+def fake_probe(monkeypatch):
+    """Install a probe module `probes.fake` whose collect/check the test sets."""
+    module = types.ModuleType("probes.fake")
+    module.PARAMS = {}
+    monkeypatch.setitem(sys.modules, "probes.fake", module)
+    monkeypatch.setattr(probes, "PROBES", (*probes.PROBES, "fake"))
+    return module
+
+
+def run(board: Board, step: Step):
+    return StepRunner(board, EvidenceStore()).run(Requirement("R", "t", "r", (step,)), step)
+
+
+def test_probe_error_is_error_and_keeps_evidence_collected_before_it(tmp_path, fake_probe):
+    def collect(board, params, evidence):
+        evidence.add("console/partial-transcript", b"boot...\x00garbage")
+        raise ProbeError("console went silent after 5 s")
+    fake_probe.collect, fake_probe.CHECKS = collect, {"c": lambda o, e: CheckResult.passed()}
+    result = run(board_on(tmp_path), Step("s", "fake", "c"))
+    assert result.verdict is Verdict.ERROR
+    assert result.reasons == ("console went silent after 5 s",)
+    assert [e.name for e in result.evidence] == ["console/partial-transcript"]
+
+
+def test_probe_crash_is_error_naming_where(tmp_path, fake_probe):
+    fake_probe.collect = lambda b, p, e: {}["missing"]
+    fake_probe.CHECKS = {"c": lambda o, e: CheckResult.passed()}
+    result = run(board_on(tmp_path), Step("s", "fake", "c"))
+    assert result.verdict is Verdict.ERROR and "crashed: KeyError" in result.reasons[0]
+
+
+def test_check_that_returns_garbage_is_error(tmp_path, fake_probe):
+    fake_probe.collect = lambda b, p, e: Observation("fake", {})
+    fake_probe.CHECKS = {"c": lambda o, e: True}
+    assert run(board_on(tmp_path), Step("s", "fake", "c")).verdict is Verdict.ERROR
+
+
+def test_missing_reference_is_error_saying_no_reference(tmp_path):
+    cfg = (CAPTURE / "sysfs" / "config").read_bytes()
+    result = run(board_on(tmp_path, cfg), Step("s", "pcie_capabilities", "capabilities_within_allowed",
+                                              reference="pcie.capabilities"))
+    assert result.verdict is Verdict.ERROR
+    assert result.reasons[0].startswith("no reference for 'pcie.capabilities' in ref.yaml")
+
+
+def test_unknown_reference_field_is_error_not_pass(tmp_path):
+    cfg = (CAPTURE / "sysfs" / "config").read_bytes()
+    result = run(board_on(tmp_path, cfg), Step("s", "pcie_identity", "identity_matches_reference",
+                                              expect={"vendor_id": 0x10DE, "vendr": 1}))
+    assert result.verdict is Verdict.ERROR and "unknown field 'vendr'" in result.reasons[0]
+
+
+def test_unreadable_board_is_error(tmp_path):
+    result = run(board_on(tmp_path), Step("s", "pcie_identity", "identity_matches_reference", reference="pcie.identity"))
+    assert result.verdict is Verdict.ERROR and "not a PCIe function directory" in result.reasons[0]
+
+
+def test_garbage_config_space_is_error(tmp_path):
+    result = run(board_on(tmp_path, b"\x12" * 10), Step("s", "pcie_identity", "identity_matches_reference",
+                                                        reference="pcie.identity"))
+    assert result.verdict is Verdict.ERROR and "unusable" in result.reasons[0]
+    assert result.evidence and result.evidence[0].size == 10  # the bytes read are kept
+
+
+def test_capability_list_loop_fails_as_malformed(tmp_path):
+    cfg = bytearray((CAPTURE / "sysfs" / "config").read_bytes())
+    header = struct.unpack_from("<I", cfg, 0x2F0)[0]
+    struct.pack_into("<I", cfg, 0x2F0, (header & 0xFFFFF) | (0x1B8 << 20))  # DSN → back to AER: a loop
+    allowed = {"allowed": {"standard": [1, 5, 0x10, 0x11], "extended": [0, 1, 3, 4, 0xB, 0x18]}}
+    result = run(board_on(tmp_path, bytes(cfg)), Step("s", "pcie_capabilities", "capabilities_within_allowed",
+                                                      expect=allowed))
+    assert result.verdict is Verdict.FAIL
+    assert any("malformed" in r for r in result.reasons)
+
+
+def test_truncated_config_space_of_an_express_device_is_error_not_pass(tmp_path):
+    cfg = (CAPTURE / "sysfs" / "config").read_bytes()[:256]  # what a non-root read returns
+    allowed = {"allowed": {"standard": [1, 5, 0x10, 0x11], "extended": []}}
+    result = run(board_on(tmp_path, cfg), Step("s", "pcie_capabilities", "capabilities_within_allowed", expect=allowed))
+    assert result.verdict is Verdict.ERROR and "extended configuration space not readable" in result.reasons[0]
+
+
+def test_sysfs_that_disagrees_with_config_space_fails(tmp_path):
+    board = board_on(tmp_path, (CAPTURE / "sysfs" / "config").read_bytes())
+    (tmp_path / "0000:00:06.0" / "subsystem_device").write_text("0x16c1\n")
+    (tmp_path / "0000:00:06.0" / "device").write_text("0x2331\n")
+    result = run(board, Step("s", "pcie_identity", "identity_matches_reference", expect={"device_id": 0x2330}))
+    assert result.verdict is Verdict.FAIL
+    assert "sysfs device says 0x2331 but the config space says 0x2330" in result.reasons[0]
+
+
+def test_requirement_with_no_steps_run_is_not_a_pass():
+    assert requirement_verdict([]) is Verdict.ERROR
+    assert Verdict.worst([Verdict.PASS, Verdict.ERROR, Verdict.FAIL]) is Verdict.FAIL
+    assert Verdict.worst([Verdict.PASS, Verdict.SKIP]) is Verdict.SKIP
+
+
+def test_board_config_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("board:\n  name: x\n  reference: r.yaml\ninterfaces:\n  pcei: {sysfs: /x}\n")
+    with pytest.raises(YamlError, match=r"b.yaml:5: interfaces.pcei: unknown interface kind"):
+        load_board_config(path)
+
+
+def test_simulated_board_process_starts_and_is_gone_after_close():
+    board = Board.from_file(BOARDS / "sim-clean.yaml")
+    board.open()
+    simulator = board._simulator
+    assert board.pcie.hex_attribute("device") == 0x2330
+    workdir = simulator.workdir
+    board.close()
+    assert simulator.process.poll() is not None
+    assert not workdir.exists()
+
+
+def test_unknown_simulated_variant_is_a_board_error_with_the_simulators_words(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(f"board:\n  name: x\n  simulated: no-such-variant\n  reference: {BOARDS.parent}/references/nvidia-h100-sxm5-80gb.yaml\n")
+    board = Board.from_file(path)
+    with pytest.raises(BoardError, match="no profile 'no-such-variant'"):
+        board.open()
+    board.close()
