@@ -70,6 +70,8 @@ def load_board_config(path: str | Path) -> BoardConfig:
     if not found and not simulated:
         raise top.error("interfaces", "a bench board needs at least one interface")
     pins = board.mapping("pins", required=False)
+    if pins is not None:
+        pins.reject_unknown({"dsn"})
     return BoardConfig(
         name=board.text("name"),
         description=board.text("description", required=False, default="") or "",

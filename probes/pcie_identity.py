@@ -11,8 +11,9 @@ identify the board maker and SKU, the DSN the unit (PCIe Base Spec §7.9.3).
 Evidence: the raw config-space bytes and the sysfs attribute texts, stored by digest.
 
 Fails when: any field of the reference identity differs from what was measured (each
-mismatch named with expected and measured values and the config-space offset), or the
-kernel's sysfs attributes disagree with the config space the device returns.
+mismatch named with expected and measured values and the config-space offset), a per-unit
+pin of the board config (`pins: {dsn: ...}`) differs, or the kernel's sysfs attributes
+disagree with the config space the device returns.
 Errors when: the function cannot be read, the config space is unusable, or the reference
 profile has no identity.
 """
@@ -80,6 +81,7 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
         "driver": function.driver(),
         "config_size": cs.size,
         "sysfs_disagreements": disagreements,
+        "pins": dict(board.config.pins),  # per-unit facts the board config says this unit has
     }
     return Observation("pcie_identity", facts, (config_ref, sysfs_ref))
 
@@ -109,6 +111,15 @@ def identity_matches_reference(observation: Observation, expected: Any) -> Check
         else:
             errors.append(f"reference identity names unknown field {field!r} "
                           f"(known: {', '.join([*CONFIG_FIELDS, *LINK_FIELDS])})")
+    for pin, want in facts.get("pins", {}).items():
+        if pin == "dsn":
+            if str(want).lower() != str(facts["dsn"]).lower():
+                mismatches.append(f"dsn: this unit is pinned to {want}, measured {facts['dsn']} "
+                                  f"(Device Serial Number capability)")
+            else:
+                matched.append("pinned dsn")
+        else:
+            errors.append(f"board config pins unknown field {pin!r} (known: dsn)")
     if errors:
         return CheckResult.error(*errors, evidence=observation.evidence)
     reasons = mismatches + [f"sysfs and config space disagree: {d}" for d in facts["sysfs_disagreements"]]

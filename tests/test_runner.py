@@ -3,6 +3,7 @@ and evidence collected before the failure is kept."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import sys
 import types
@@ -157,3 +158,42 @@ def test_unknown_simulated_variant_is_a_board_error_with_the_simulators_words(tm
     with pytest.raises(BoardError, match="no profile 'no-such-variant'"):
         board.open()
     board.close()
+
+
+def test_pinned_dsn_of_another_unit_fails(tmp_path):
+    board = board_on(tmp_path, (CAPTURE / "sysfs" / "config").read_bytes())
+    board.config = dataclasses.replace(board.config, pins={"dsn": "00-00-00-00-00-00-00-01"})
+    result = run(board, Step("s", "pcie_identity", "identity_matches_reference", expect={"vendor_id": 0x10DE}))
+    assert result.verdict is Verdict.FAIL
+    assert "pinned to 00-00-00-00-00-00-00-01, measured a1-df-09-95-b8-2d-b0-48" in result.reasons[0]
+    board.config = dataclasses.replace(board.config, pins={"dsn": "A1-DF-09-95-B8-2D-B0-48"})
+    assert run(board, Step("s", "pcie_identity", "identity_matches_reference",
+                           expect={"vendor_id": 0x10DE})).verdict is Verdict.PASS
+
+
+def test_simulator_exits_when_the_harness_dies(tmp_path):
+    import subprocess, sys, time, json, os, signal
+    # a middle process starts the simulator and is killed: the simulator must not linger
+    code = ("import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-m','fixtures.sim','--profile','clean',"
+            f"'--workdir','{tmp_path}/w']); print(p.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    sim_pid = int(parent.stdout.readline())
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "w" / "ready.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(sim_pid, 0)
+        except ProcessLookupError:
+            break
+        try:
+            os.waitpid(sim_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    else:
+        os.kill(sim_pid, signal.SIGKILL)
+        pytest.fail("simulator still running 10 s after its parent died")
