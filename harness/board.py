@@ -29,6 +29,15 @@ from harness.verdict import ProbeError
 from harness.yamlio import Section, YamlError, load_yaml_file
 
 
+def display_path(path: str | Path) -> str:
+    """A path as recorded in results: relative to the working directory when below it, else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
 class BoardError(ProbeError):
     """The board or one of its interfaces could not be opened."""
 
@@ -143,6 +152,7 @@ class Board:
         self._open: dict[str, Any] = {}
         self._simulator: SimulatedBoardProcess | None = None
         self._started = False
+        self._open_error: BoardError | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Board":
@@ -159,12 +169,18 @@ class Board:
 
     def open(self) -> "Board":
         """Start the simulated board if there is one. Interfaces themselves open on first use."""
+        if self._open_error is not None:  # every later step reports the same cause, not a symptom
+            raise self._open_error
         if self._started:
             return self
         self._started = True
         if self.config.simulated:
             self._simulator = SimulatedBoardProcess(self.config.simulated)
-            announced = self._simulator.start()
+            try:
+                announced = self._simulator.start()
+            except BoardError as exc:
+                self._open_error = exc
+                raise
             for kind, settings in announced.items():
                 # What the config says wins over what the simulator announces (e.g. a baudrate).
                 self._settings[kind] = {**settings, **self._settings.get(kind, {})}
@@ -203,10 +219,10 @@ class Board:
         """Who the board claims to be, for the run record (pins from the config, never probed)."""
         return {
             "name": self.config.name,
-            "config": {"path": self.config.path, "sha256": self.config.sha256},
+            "config": {"path": display_path(self.config.path), "sha256": self.config.sha256},
             "simulated": self.config.simulated,
             "pins": self.config.pins,
-            "reference": {"product": self.reference.product, "path": self.reference.path,
+            "reference": {"product": self.reference.product, "path": display_path(self.reference.path),
                           "sha256": self.reference.sha256},
         }
 

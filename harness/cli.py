@@ -75,7 +75,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     record = verified.record
     if args.json:
         print(json.dumps({"verified": True, "keyid": verified.keyid, "run_id": record.get("run_id"),
-                          "verdict": record.get("verdict"), "blobs_checked": verified.blobs_checked,
+                          "verdict": record.get("verdict"), "complete": not record.get("not_run"),
+                          "blobs_checked": verified.blobs_checked,
                           "requirements": {r["id"]: r["verdict"] for r in record.get("requirements", [])}},
                          indent=2))
         return EXIT_PASS
@@ -85,6 +86,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"on board {record['board'].get('name')}")
     for req in record.get("requirements", []):
         print(f"  {req['verdict']:<6} {req['id']}")
+    if record.get("not_run"):
+        print(f"  INCOMPLETE: {len(record['not_run'])} plan step(s) not run: {', '.join(record['not_run'])}")
     print(f"  overall {record.get('verdict')}; {verified.blobs_checked} evidence blobs match their digests")
     return EXIT_PASS
 

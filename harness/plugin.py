@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness.board import Board
+from harness.board import Board, display_path
 from harness.evidence import EvidenceStore
 from harness.plan import Plan, Requirement, Step, load_plan
 from harness.results.bundle import write_signed_result
@@ -32,6 +32,7 @@ from harness.verdict import StepResult, Verdict
 from harness.yamlio import YamlError
 
 _PLAN_MARK = re.compile(rb"^plan\s*:", re.M)
+_RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,6 +61,11 @@ class AttestlabSession:
         self.key_path = config.getoption("--attestlab-key")
         self.out = Path(config.getoption("--attestlab-out"))
         self.run_id_option = config.getoption("--attestlab-run-id")
+        if self.run_id_option and not _RUN_ID.match(self.run_id_option):
+            raise pytest.UsageError(f"--attestlab-run-id {self.run_id_option!r}: use letters, digits, "
+                                    f"'_', '.', '-' (it names a directory under {self.out})")
+        if self.run_id_option and (self.out / self.run_id_option).exists():
+            raise pytest.UsageError(f"{self.out / self.run_id_option} exists: a signed result is never overwritten")
         self.evidence = EvidenceStore()
         self.plan: Plan | None = None
         self.results: list[StepResult] = []
@@ -107,6 +113,16 @@ class AttestlabSession:
                 out.append(RequirementResult(req.id, req.title, requirement_verdict(list(steps)), steps))
         return tuple(out)
 
+    def not_run(self) -> tuple[str, ...]:
+        done = {(r.requirement, r.step) for r in self.results}
+        return tuple(f"{req.id}::{step.id}" for req in self.plan.requirements for step in req.steps
+                     if (req.id, step.id) not in done) if self.plan else ()
+
+    def overall(self, requirements: tuple[RequirementResult, ...]) -> Verdict:
+        """The worst requirement; a run that left plan steps out cannot PASS the plan."""
+        incomplete = [Verdict.ERROR] if self.not_run() else []
+        return Verdict.worst([*(r.verdict for r in requirements), *incomplete])
+
     def finish(self) -> None:
         board_identity = None
         if self._board is not None:
@@ -118,7 +134,7 @@ class AttestlabSession:
         if self.plan is None or not self.results:
             return
         requirements = self.requirement_results()
-        verdict = Verdict.worst(r.verdict for r in requirements)
+        verdict = self.overall(requirements)
         envelope = None
         if self._private_key is not None:
             measured = next((r.facts for r in self.results if r.probe == "pcie_identity" and r.facts), None)
@@ -129,9 +145,10 @@ class AttestlabSession:
                 datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
                 re.sub(r"[^A-Za-z0-9_.-]", "_", self._board.name if self._board else "board"),
                 secrets.token_hex(3))
-            record = RunRecord(run_id=run_id, plan=plan_summary(self.plan), board=board_identity or {},
-                               verdict=verdict, requirements=requirements, evidence=self.evidence.refs,
-                               started=self.started, finished=utc_now(), harness=harness_info(), host=host_info())
+            record = RunRecord(run_id=run_id, plan=plan_summary(self.plan, display_path(self.plan.path)),
+                               board=board_identity or {}, verdict=verdict, requirements=requirements,
+                               evidence=self.evidence.refs, started=self.started, finished=utc_now(),
+                               harness=harness_info(), host=host_info(), not_run=self.not_run())
             envelope = write_signed_result(self.out, record, self.evidence, self._private_key)
         self.outcome = RunOutcome(verdict, envelope, requirements)
 
@@ -258,8 +275,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                 if step.verdict is not Verdict.PASS:
                     for reason in step.reasons[:5]:
                         tr.write_line(f"{'':<6} {'':<{width}}    {step.step}: {reason}")
-    overall = Verdict.worst(r.verdict for r in requirements)
-    tr.write_line(f"overall: {overall.value}")
+    not_run = state.not_run()
+    if not_run:
+        tr.write_line(f"incomplete: {len(not_run)} plan step(s) not run ({', '.join(not_run[:5])}"
+                      f"{', ...' if len(not_run) > 5 else ''}): the run cannot PASS the plan")
+    tr.write_line(f"overall: {state.overall(requirements).value}")
     if state.outcome and state.outcome.envelope:
         tr.write_line(f"signed result: {state.outcome.envelope}")
     elif not state.key_path:

@@ -95,6 +95,9 @@ def identity_matches_reference(observation: Observation, expected: Any) -> Check
     mismatches, errors, matched = [], [], []
     for field, want in expected.items():
         if field in CONFIG_FIELDS:
+            if isinstance(want, bool) or not isinstance(want, int):
+                errors.append(f"reference {field} must be an integer (e.g. 0x10de, unquoted), got {want!r}")
+                continue
             got = facts[field]
             offset, width = CONFIG_FIELDS[field]
             if got != want:
@@ -113,7 +116,10 @@ def identity_matches_reference(observation: Observation, expected: Any) -> Check
                           f"(known: {', '.join([*CONFIG_FIELDS, *LINK_FIELDS])})")
     for pin, want in facts.get("pins", {}).items():
         if pin == "dsn":
-            if str(want).lower() != str(facts["dsn"]).lower():
+            if facts["dsn"] is None:
+                errors.append(f"this unit is pinned to DSN {want}, but no Device Serial Number could be "
+                              f"read ({facts['config_size']}-byte config space; the DSN needs all 4096 bytes)")
+            elif str(want).lower() != str(facts["dsn"]).lower():
                 mismatches.append(f"dsn: this unit is pinned to {want}, measured {facts['dsn']} "
                                   f"(Device Serial Number capability)")
             else:

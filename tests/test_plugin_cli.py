@@ -116,3 +116,24 @@ def test_keys_generate_writes_a_pair_and_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "lab.key").is_file() and (tmp_path / "lab.pub").is_file()
     again = attestlab("keys", "generate", "--out", str(tmp_path / "lab"))
     assert again.returncode == 2 and "not overwriting" in again.stderr
+
+
+def test_partial_run_is_signed_as_incomplete_and_cannot_pass(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pytest", str(PLAN), f"--board={BOARDS / 'sim-clean.yaml'}",
+                             f"--attestlab-key={TEST_KEY}", f"--attestlab-out={tmp_path}", "-k", "IDENTITY",
+                             "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=ROOT)
+    assert "incomplete: 1 plan step(s) not run (L1-PCIE-CAPABILITIES::inventory)" in result.stdout
+    assert "overall: ERROR" in result.stdout
+    verify = attestlab("verify", envelope_of(result), "--pubkey", str(TEST_PUB), "--json")
+    report = json.loads(verify.stdout)
+    assert report["verdict"] == "ERROR" and report["complete"] is False
+
+
+def test_run_id_is_checked_and_never_overwrites(tmp_path):
+    bad = attestlab("run", "--plan", str(PLAN), "--board", str(BOARDS / "sim-clean.yaml"), "--key", str(TEST_KEY),
+                    "--out", str(tmp_path), "--run-id", "../escape")
+    assert bad.returncode == 2 and "use letters, digits" in bad.stdout + bad.stderr
+    first = run_plan(tmp_path, BOARDS / "sim-clean.yaml", "--run-id", "r1")
+    assert first.returncode == 0
+    again = run_plan(tmp_path, BOARDS / "sim-clean.yaml", "--run-id", "r1")
+    assert again.returncode == 2 and "never overwritten" in again.stdout + again.stderr

@@ -112,10 +112,10 @@ def test_capability_list_loop_fails_as_malformed(tmp_path):
 
 
 def test_truncated_config_space_of_an_express_device_is_error_not_pass(tmp_path):
-    cfg = (CAPTURE / "sysfs" / "config").read_bytes()[:256]  # what a non-root read returns
+    cfg = (CAPTURE / "sysfs" / "config").read_bytes()[:256]  # what some non-root reads return
     allowed = {"allowed": {"standard": [1, 5, 0x10, 0x11], "extended": []}}
     result = run(board_on(tmp_path, cfg), Step("s", "pcie_capabilities", "capabilities_within_allowed", expect=allowed))
-    assert result.verdict is Verdict.ERROR and "extended configuration space not readable" in result.reasons[0]
+    assert result.verdict is Verdict.ERROR and "truncated: got 256 bytes" in result.reasons[0]
 
 
 def test_sysfs_that_disagrees_with_config_space_fails(tmp_path):
@@ -197,3 +197,41 @@ def test_simulator_exits_when_the_harness_dies(tmp_path):
     else:
         os.kill(sim_pid, signal.SIGKILL)
         pytest.fail("simulator still running 10 s after its parent died")
+
+
+def test_64_byte_config_space_is_error_not_fail(tmp_path):
+    """A non-root sysfs read returns 64 bytes: no capability list is visible, so nothing is decided."""
+    cfg = (CAPTURE / "sysfs" / "config").read_bytes()[:64]
+    allowed = {"allowed": {"standard": [1, 5, 0x10, 0x11], "extended": [0, 1, 3, 4, 0xB, 0x18]},
+               "required": {"extended": [3]}}
+    result = run(board_on(tmp_path, cfg), Step("s", "pcie_capabilities", "capabilities_within_allowed", expect=allowed))
+    assert result.verdict is Verdict.ERROR and "truncated: got 64 bytes" in result.reasons[0]
+
+
+def test_pinned_dsn_that_cannot_be_read_is_error(tmp_path):
+    board = board_on(tmp_path, (CAPTURE / "sysfs" / "config").read_bytes()[:256])
+    board.config = dataclasses.replace(board.config, pins={"dsn": "a1-df-09-95-b8-2d-b0-48"})
+    result = run(board, Step("s", "pcie_identity", "identity_matches_reference", expect={"vendor_id": 0x10DE}))
+    assert result.verdict is Verdict.ERROR and "no Device Serial Number could be read" in result.reasons[0]
+
+
+def test_quoted_hex_in_the_reference_is_error_not_fail(tmp_path):
+    result = run(board_on(tmp_path, (CAPTURE / "sysfs" / "config").read_bytes()),
+                 Step("s", "pcie_identity", "identity_matches_reference", expect={"vendor_id": "0x10de"}))
+    assert result.verdict is Verdict.ERROR and "must be an integer" in result.reasons[0]
+
+
+def test_unquoted_bdf_in_a_board_config_stays_a_bdf(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("board:\n  name: x\n  reference: r.yaml\ninterfaces:\n  pcie: {sysfs: 0000:41:00.0}\n")
+    assert load_board_config(path).interfaces["pcie"]["sysfs"] == "0000:41:00.0"
+
+
+def test_a_simulator_that_fails_to_start_is_reported_as_such_by_every_later_step(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(f"board:\n  name: x\n  simulated: no-such-variant\n  reference: {BOARDS.parent}/references/nvidia-h100-sxm5-80gb.yaml\n")
+    board = Board.from_file(path)
+    for _ in range(2):
+        with pytest.raises(BoardError, match="no profile 'no-such-variant'"):
+            board.pcie
+    board.close()

@@ -47,6 +47,7 @@ class RunRecord:
     finished: str
     harness: dict[str, Any]
     host: dict[str, Any]
+    not_run: tuple[str, ...] = ()   # plan steps that did not run (deselected, interrupted)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,12 +62,14 @@ class RunRecord:
             "finished": self.finished,
             "harness": self.harness,
             "host": self.host,
+            "complete": not self.not_run,
+            "not_run": list(self.not_run),
         }
 
 
-def plan_summary(plan: Plan) -> dict[str, Any]:
+def plan_summary(plan: Plan, path: str) -> dict[str, Any]:
     return {"id": plan.id, "version": plan.version, "title": plan.title, "scheme": plan.scheme,
-            "path": plan.path, "sha256": plan.sha256}
+            "path": path, "sha256": plan.sha256}
 
 
 def harness_info() -> dict[str, Any]:
