@@ -131,10 +131,11 @@ def identity_matches_reference(observation: Observation, expected: Any) -> Check
     reasons = mismatches + [f"sysfs and config space disagree: {d}" for d in facts["sysfs_disagreements"]]
     if reasons:
         return CheckResult.failed(*reasons, evidence=observation.evidence)
+    subsystem = (f"{facts['subsystem_vendor_id']:04x}:{facts['subsystem_id']:04x}"
+                 if facts["subsystem_vendor_id"] is not None else "none (bridge)")
     return CheckResult.passed(
-        f"identity {facts['vendor_id']:04x}:{facts['device_id']:04x} subsystem "
-        f"{facts['subsystem_vendor_id']:04x}:{facts['subsystem_id']:04x} matches the reference "
-        f"({', '.join(matched)}); DSN {facts['dsn']}", evidence=observation.evidence)
+        f"identity {facts['vendor_id']:04x}:{facts['device_id']:04x} subsystem {subsystem} matches "
+        f"the reference ({', '.join(matched)}); DSN {facts['dsn']}", evidence=observation.evidence)
 
 
 def _hex(value: Any, width: int) -> str:

@@ -235,3 +235,13 @@ def test_a_simulator_that_fails_to_start_is_reported_as_such_by_every_later_step
         with pytest.raises(BoardError, match="no profile 'no-such-variant'"):
             board.pcie
     board.close()
+
+
+def test_identity_of_a_bridge_without_subsystem_ids_is_decided(tmp_path):
+    cfg = bytearray(256)
+    cfg[0:4] = bytes.fromhex("8680" "0d57")[:2] + bytes.fromhex("570d")
+    cfg[0x0E] = 0x01                      # type 1 header: a bridge, no subsystem IDs in the header
+    cfg[0x09:0x0C] = bytes([0x00, 0x04, 0x06])  # class 0x060400, PCI bridge
+    result = run(board_on(tmp_path, bytes(cfg)), Step("s", "pcie_identity", "identity_matches_reference",
+                                                      expect={"vendor_id": 0x8086}))
+    assert result.verdict is Verdict.PASS and "none (bridge)" in result.reasons[0]

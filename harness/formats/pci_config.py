@@ -21,6 +21,11 @@ from dataclasses import dataclass
 
 from harness.formats.pci_names import extended_capability_name, standard_capability_name
 
+__all__ = [
+    "ACCEPTED_SIZES", "Bar", "Capability", "ConfigSpace", "ConfigSpaceError", "config_space_json",
+    "decode_config_space", "format_dsn", "lspci_hex_dump", "parse_lspci_hex_dump",
+]
+
 ACCEPTED_SIZES = (64, 256, 4096)
 
 # Header fields (PCI Local Bus Spec 3.0 §6.2, PCIe Base Spec §7.5.1).
@@ -112,7 +117,10 @@ def decode_config_space(data: bytes) -> ConfigSpace:
     """Decode a 64-, 256- or 4096-byte config-space dump; oddities go to `anomalies`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ConfigSpaceError(f"config space must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    try:
+        data = bytes(data)
+    except (TypeError, ValueError) as exc:  # e.g. a released memoryview
+        raise ConfigSpaceError(f"config space buffer cannot be read: {exc}") from None
     if len(data) not in ACCEPTED_SIZES:
         raise ConfigSpaceError(
             f"config space dump is {len(data)} bytes; expected 64, 256 or 4096"
@@ -270,7 +278,8 @@ def _walk_extended(data: bytes, anomalies: list[str]) -> list[Capability]:
     visited: set[int] = set()
     src, where = None, _EXT_START
     while where:
-        where_s = f"pointer at {src:#05x} to {where:#05x}" if src is not None else f"entry at {where:#05x}"
+        where_s = (f"pointer at {src:#05x} to {where:#05x}" if src is not None
+                   else f"entry at {where:#05x}")
         if where < _EXT_START:
             anomalies.append(f"extended capability list: {where_s} points below 0x100 "
                              "(into standard config space); list stopped")
@@ -314,16 +323,17 @@ def _check_length(cap: Capability, data: bytes, anomalies: list[str]) -> None:
         need = _EXTENDED_MIN_LENGTH.get(cap.id)
         if cap.id in (_EXT_ID_VSEC, _EXT_ID_DVSEC) and cap.offset + 8 <= len(data):
             need = _u32(data, cap.offset + 4) >> 20  # VSEC/DVSEC length field, header included
-        width = 5
+        where, end = f"extended capability at {cap.offset:#05x}", len(data)
+        limit = f"the {len(data)}-byte dump"
     else:
         need = _STANDARD_MIN_LENGTH.get(cap.id)
         if cap.id == _CAP_ID_VENDOR:
             need = data[cap.offset + 2]  # vendor-specific length byte, header included
-        width = 4
-    if need and cap.offset + need > len(data):
-        kind = "extended" if cap.extended else "standard"
-        anomalies.append(f"{kind} capability at {cap.offset:#0{width}x} ({cap.name}) is {need} "
-                         f"bytes long and runs past the end of the {len(data)}-byte dump")
+        # a standard capability must also stay out of extended space, even in a 4096-byte dump
+        where, end = f"standard capability at {cap.offset:#04x}", 0x100
+        limit = "standard config space (0x100)"
+    if need and cap.offset + need > end:
+        anomalies.append(f"{where} ({cap.name}) is {need} bytes long and runs past the end of {limit}")
 
 
 def _check_singletons(caps: list[Capability], anomalies: list[str]) -> None:
@@ -402,7 +412,8 @@ def parse_lspci_hex_dump(text: str) -> dict[str, bytes]:
     """Config bytes per device from `lspci -x`/`-xxx`/`-xxxx` text (read as lspci -F does).
 
     Bytes the text does not give read 0xff and the length is the highest offset given + 1,
-    as in pciutils; other lines (names, `-v` details) are ignored.
+    as in pciutils (a device line with no hex lines gives b""); other lines (names, `-v`
+    details) are ignored. Malformed hex lines and offsets past 4096 raise ConfigSpaceError.
     """
     if not isinstance(text, str):
         raise ConfigSpaceError(f"dump text must be str, got {type(text).__name__}")
@@ -410,7 +421,7 @@ def parse_lspci_hex_dump(text: str) -> dict[str, bytes]:
     lengths: dict[str, int] = {}
     current: str | None = None
     for lineno, line in enumerate(text.split("\n"), 1):
-        line = line[:-1] if line.endswith("\r") else line  # as pciutils: "\n" ends a line, one "\r" dropped
+        line = line[:-1] if line.endswith("\r") else line  # as pciutils: one "\r" is dropped
         device = _BDF_LINE.match(line)
         if device:
             current = device.group(1)
@@ -429,7 +440,7 @@ def parse_lspci_hex_dump(text: str) -> dict[str, bytes]:
             raise ConfigSpaceError(f"line {lineno}: malformed hex dump line {line[:60]!r}")
         off = int(hex_line.group(1), 16)
         values = bytes.fromhex(body)
-        if off + len(values) > _DUMP_MAX:
+        if values and off + len(values) > _DUMP_MAX:
             raise ConfigSpaceError(f"line {lineno}: offset {off:#x}+{len(values)} is beyond "
                                    f"{_DUMP_MAX} bytes of config space")
         devices[current][off:off + len(values)] = values
