@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "test_plans" / "level1.yaml"
+PCIE_PLAN = ROOT / "fixtures" / "plans" / "pcie-only.yaml"   # level1's PCIe requirements alone: fast
 BOARDS = ROOT / "fixtures" / "boards"
 CAPTURE = ROOT / "fixtures" / "captures" / "h100-sxm5-80gb-passthrough"
 TEST_KEY = ROOT / "fixtures" / "keys" / "test-lab.key"   # a TEST key, committed on purpose

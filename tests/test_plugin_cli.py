@@ -1,4 +1,7 @@
-"""Running plans: pytest outcomes, exit codes, the summary, JUnit, fixtures, verify."""
+"""Running plans: pytest outcomes, exit codes, the summary, JUnit, fixtures, verify.
+
+These test the run machinery, so they use level1's PCIe requirements alone (fixtures/plans/
+pcie-only.yaml); the whole standard plan is exercised by tests/test_zoo_matrix.py."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import BOARDS, PLAN, ROOT, TEST_KEY, TEST_PUB, attestlab
+from conftest import BOARDS, PCIE_PLAN as PLAN, ROOT, TEST_KEY, TEST_PUB, attestlab
 
 REFERENCE = BOARDS.parent / "references" / "nvidia-h100-sxm5-80gb.yaml"
 
@@ -48,6 +51,7 @@ def test_run_help_documents_exit_codes():
 def test_bad_plan_is_exit_2_naming_file_and_line(tmp_path):
     plan = tmp_path / "bad.yaml"
     plan.write_text(PLAN.read_text().replace("probe: pcie_capabilities", "probe: pcie_capabilitys"))
+    assert "pcie_capabilitys" in plan.read_text()
     result = attestlab("run", "--plan", str(plan), "--board", str(BOARDS / "sim-clean.yaml"),
                        "--key", str(TEST_KEY), "--out", str(tmp_path))
     assert result.returncode == 2
@@ -74,7 +78,7 @@ def test_pytest_maps_verdicts_to_outcomes_and_writes_junit(tmp_path, board_missi
     failing = subprocess.run([sys.executable, "-m", "pytest", str(PLAN), f"--board={BOARDS / 'sim-extra-capability.yaml'}",
                               "-p", "no:cacheprovider", "-rA"], capture_output=True, text=True, cwd=ROOT)
     assert "1 failed, 1 passed" in failing.stdout
-    assert "level1.yaml::L1-PCIE-CAPABILITIES::inventory" in failing.stdout
+    assert f"{PLAN.name}::L1-PCIE-CAPABILITIES::inventory" in failing.stdout
     assert "FAIL   L1-PCIE-CAPABILITIES" in failing.stdout and "overall: FAIL" in failing.stdout
     assert "result not signed" in failing.stdout
 
