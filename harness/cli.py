@@ -4,6 +4,8 @@ Commands:
   attestlab run --plan PLAN --board BOARD --key LAB.key [--out DIR]   run a test plan, sign the result
   attestlab verify RESULT.dsse.json --pubkey LAB.pub                  check a signed result and its evidence
   attestlab pcie show TARGET [--json]                                 decode a PCIe function's config space
+  attestlab serial show TRANSCRIPT                                    print a console transcript (evidence) readably
+  attestlab egress analyze CAPTURE --policy POLICY [--json]           judge a pcap/pcapng against an egress policy
   attestlab keys generate --out PREFIX                                make an Ed25519 lab key pair
 
 Exit codes of `run`: 0 PASS, 1 FAIL (the board violates a requirement), 2 ERROR (could not
@@ -129,6 +131,102 @@ def cmd_pcie_show(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _egress_policy_doc(path: str):
+    """The policy mapping in `path`: the file itself, or `egress.policy` of a reference profile."""
+    from harness.formats.egress_policy import PolicyError
+    from harness.yamlio import YamlError, load_yaml_file
+
+    try:
+        doc = load_yaml_file(Path(path))
+    except (OSError, YamlError) as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    if isinstance(doc, dict) and "reference" in doc:  # a reference profile
+        policy = (doc.get("egress") or {}).get("policy") if isinstance(doc.get("egress"), dict) else None
+        if policy is None:
+            raise PolicyError(f"{path} is a reference profile without egress.policy; add one, or give a "
+                              f"policy file ({{allow: [...]}})")
+        return policy, "egress.policy of reference profile"
+    return doc, "policy file"
+
+
+def cmd_egress_analyze(args: argparse.Namespace) -> int:
+    from harness.formats.egress_policy import PolicyError, egress_report_json, judge, load_policy
+    from harness.formats.flows import analyze_bytes
+    from harness.formats.pcap import CaptureFormatError
+    from harness.interfaces.netcap import CaptureUnavailable, offline_capture
+
+    try:
+        doc, kind = _egress_policy_doc(args.policy)
+        policy = load_policy(doc)
+    except PolicyError as exc:
+        print(f"attestlab egress analyze: policy {exc}" if not str(exc).startswith(args.policy)
+              else f"attestlab egress analyze: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        analysis = analyze_bytes(offline_capture(args.capture))
+    except (CaptureUnavailable, CaptureFormatError) as exc:
+        print(f"attestlab egress analyze: {args.capture}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    judgement = judge(policy, analysis, exclude_macs=() if args.all_flows else None)
+    verdict = judgement.outcome
+    code = {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(verdict, EXIT_ERROR)
+    if args.json:
+        report = egress_report_json(analysis, judgement)
+        report.update(verdict=verdict, errors=list(judgement.errors),
+                      capture_macs=[] if args.all_flows else list(analysis.capture_macs),
+                      judged_flows=judgement.judged_flows, excluded_flows=judgement.excluded_flows)
+        print(json.dumps(report, indent=2))
+        return code
+    flows = analysis.flows
+    print(f"{args.capture}: {analysis.capture_format}, {analysis.packets} frames, {len(flows)} flows; "
+          f"policy: {kind} {args.policy}")
+    print(f"  judged {judgement.judged_flows} flow(s) the board started: {judgement.allowed_flows} allowed by a "
+          f"rule, {judgement.housekeeping_flows} link-local housekeeping, {len(judgement.violations)} violation(s)")
+    if judgement.excluded_flows:
+        print(f"  not judged: {judgement.excluded_flows} flow(s) the capturing host "
+              f"({', '.join(analysis.capture_macs)}, the pcapng's if_MACaddr) started on its own: ARP, ICMP "
+              f"errors (--all-flows judges them too)")
+    if judgement.not_judged_flows:
+        print(f"  not judged: {judgement.not_judged_flows} flow(s) started by hosts other than the policy's board")
+    if judgement.violations:
+        rows = [("PROTO", "SOURCE", "DESTINATION", "NAMES", "PKTS", "BYTES", "FIRST SEEN", "LAST SEEN")]
+        for v in judgement.violations:
+            dst = v.dst if v.dport is None or v.proto not in ("tcp", "udp", "sctp", "udplite") else (
+                f"[{v.dst}]:{v.dport}" if ":" in v.dst else f"{v.dst}:{v.dport}")
+            names = ", ".join(v.names[:3]) + (f" (+{len(v.names) - 3})" if len(v.names) > 3 else "")
+            rows.append((v.proto, v.src, dst, names or "-", str(v.packets), str(v.bytes),
+                         v.first_seen, v.last_seen))
+        widths = [min(max(len(r[i]) for r in rows), 60) for i in range(len(rows[0]))]
+        print("\nviolations:")
+        for n, r in enumerate(rows):
+            print("  " + "  ".join(c[:60].ljust(w) for c, w in zip(r, widths)).rstrip())
+            if n:
+                print(f"      why: {judgement.violations[n - 1].why}")
+    if judgement.errors:
+        print("\ncannot be fully judged:")
+        for e in judgement.errors:
+            print(f"  - {e}")
+    for a in analysis.anomalies[:20]:
+        print(f"  anomaly: {a}")
+    if len(analysis.anomalies) > 20:
+        print(f"  ... {len(analysis.anomalies) - 20} more anomalies (--json lists them)")
+    print(f"\nverdict: {verdict} ({judgement.reason if verdict != 'PASS' else 'every flow the board started is allowed'})")
+    return code
+
+
+def cmd_serial_show(args: argparse.Namespace) -> int:
+    from harness.interfaces.serial import Transcript
+
+    try:
+        transcript = Transcript.from_jsonl(Path(args.transcript).read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"attestlab serial show: {args.transcript}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    limit = args.max_chunk_bytes if args.max_chunk_bytes > 0 else None
+    sys.stdout.write(transcript.render_text(max_chunk_bytes=limit, numbered=True))
+    return EXIT_PASS
+
+
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from harness.results.keys import KeyError_, generate_keypair
 
@@ -181,11 +279,54 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the decoded config space as JSON")
     show.set_defaults(func=cmd_pcie_show)
 
+    serial = sub.add_parser("serial", help="serial console tools").add_subparsers(
+        dest="serial_command", required=True, metavar="TOOL")
+    serial_show = serial.add_parser(
+        "show", help="print a console transcript readably",
+        description="Print a console transcript (the serial/*-transcript.jsonl evidence of a result, "
+                    "stored under evidence/<sha256>) one chunk per line: L<n> is its line in the file, "
+                    "the line the probes' reasons cite; then seconds since the console was opened, the "
+                    "direction (rx board to host, tx host to board, note from the harness) and the "
+                    "bytes, with \\r \\n \\t \\\\ \\xNN escapes (docs/serial.md).")
+    serial_show.add_argument("transcript", metavar="TRANSCRIPT", help="transcript JSONL file")
+    serial_show.add_argument("--max-chunk-bytes", type=int, default=256, metavar="N",
+                             help="show at most N bytes of each chunk (dump frames are long; 0: all)")
+    serial_show.set_defaults(func=cmd_serial_show)
+
     keys = sub.add_parser("keys", help="lab signing keys").add_subparsers(dest="keys_command", required=True, metavar="TOOL")
     gen = keys.add_parser("generate", help="make an Ed25519 key pair: PREFIX.key and PREFIX.pub")
     gen.add_argument("--out", required=True, help="path prefix, e.g. lab → lab.key and lab.pub")
     gen.add_argument("--force", action="store_true", help="overwrite existing files")
     gen.set_defaults(func=cmd_keys_generate)
+
+    egress = sub.add_parser("egress", help="network egress tools").add_subparsers(
+        dest="egress_command", required=True, metavar="TOOL")
+    analyze = egress.add_parser(
+        "analyze", help="judge a pcap/pcapng against an egress policy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Group the frames of CAPTURE (pcap or pcapng: a lab tap's recording, or the\n"
+                    "egress/capture.pcapng evidence of a signed result) into flows and judge every flow\n"
+                    "the board started against an egress policy (docs/egress.md). What the capturing\n"
+                    "host sends on its own -- ARP, neighbour discovery and ICMP errors from the MAC in the\n"
+                    "pcapng's if_MACaddr, which attestlab's own captures record -- is not judged.",
+        epilog="POLICY is either a policy file, the mapping itself:\n"
+               "    allow:\n"
+               "      - {proto: udp, dst: 192.0.2.123/32, dport: 123}\n"
+               "      - {dns: \"*.lab.example\"}\n"
+               "or a reference profile (a file with a `reference:` section), whose egress.policy is used,\n"
+               "e.g. fixtures/references/nvidia-h100-sxm5-80gb.yaml. An empty allow list allows nothing.\n\n"
+               "exit status: 0 every flow allowed, 1 a flow is not allowed (also when other frames could\n"
+               "not be decoded), 2 the capture cannot be judged (undecoded frames, drops, damage, no\n"
+               "frames from the board, unreadable file or policy)")
+    analyze.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file")
+    analyze.add_argument("--policy", required=True, metavar="POLICY",
+                         help="egress policy YAML, or a reference profile (its egress.policy is used)")
+    analyze.add_argument("--json", action="store_true",
+                         help="print {verdict, packets, flows, violations, anomalies, errors} as JSON")
+    analyze.add_argument("--all-flows", action="store_true",
+                         help="also judge the ARP and ICMP errors the capturing host (the pcapng's "
+                              "if_MACaddr) sent on its own"),
+    analyze.set_defaults(func=cmd_egress_analyze)
     return parser
 
 

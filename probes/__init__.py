@@ -23,6 +23,9 @@ from harness.verdict import CheckResult, Observation
 PROBES: tuple[str, ...] = (
     "pcie_identity",
     "pcie_capabilities",
+    "firmware_dump",
+    "console_audit",
+    "egress",
 )
 
 Check = Callable[[Observation, Any], CheckResult]

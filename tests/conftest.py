@@ -29,3 +29,48 @@ def attestlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def lspci_available() -> bool:
     return shutil.which("lspci") is not None
+
+
+# --- egress: the zoo's standard-plan runs, one per board and session ---
+
+class ZooRun:
+    """One `attestlab run` of the standard plan on fixtures/boards/<board>.yaml."""
+
+    def __init__(self, board: str, proc: subprocess.CompletedProcess) -> None:
+        self.board = board
+        self.proc = proc
+        self.envelope = next((line.split(": ", 1)[1] for line in proc.stdout.splitlines()
+                              if line.startswith("signed result: ")), None)
+
+
+@pytest.fixture(scope="session")
+def zoo_run(tmp_path_factory):
+    """zoo_run(board) -> ZooRun, for every board of fixtures/boards/matrix.yaml.
+
+    tests/test_zoo_matrix.py and tests/test_egress_cli.py judge the same runs, so each board runs
+    once per session. Every run costs its egress window (~8 s, mostly waiting), so the first use
+    runs all the matrix's boards, four at a time, and waits for all of them: nothing keeps
+    running behind later tests (timing-sensitive capture tests among them)."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    import yaml
+
+    boards = list(yaml.safe_load((BOARDS / "matrix.yaml").read_text()))
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zoo")
+    futures: dict = {}
+
+    def one(board: str) -> ZooRun:
+        out = tmp_path_factory.mktemp(f"zoo-{board}")
+        return ZooRun(board, attestlab("run", "--plan", str(PLAN), "--board", str(BOARDS / f"{board}.yaml"),
+                                       "--key", str(TEST_KEY), "--out", str(out), "-q", timeout=300))
+
+    def run(board: str) -> ZooRun:
+        if not futures:
+            futures.update({b: pool.submit(one, b) for b in boards})
+            wait(list(futures.values()))
+        if board not in futures:
+            futures[board] = pool.submit(one, board)
+        return futures[board].result()
+
+    yield run
+    pool.shutdown(wait=True, cancel_futures=True)

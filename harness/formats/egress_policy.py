@@ -30,13 +30,24 @@ naming the key.
 `evaluate(policy, analysis)` gives an `EgressJudgement`: its verdict is ERROR when the analysis
 cannot be trusted (frames not decoded, capture damaged, packets dropped), FAIL when any flow is
 a violation, else PASS.
+
+`judge(policy, analysis)` is what attestlab decides about a capture (the egress probe's check and
+`attestlab egress analyze` both use it): the flows the capturing host starts on its own -- ARP
+and neighbour discovery, and ICMP errors such as the port-unreachable its kernel sends back to
+a board's NTP request, all from the MAC the pcapng names as its interface's if_MACaddr -- are
+not the board's and are not judged. Only those kinds: any other flow is judged whatever MAC it
+carries, so a board that forges the harness's MAC hides nothing but an ICMP error. A capture
+with no flow left to judge is an error (silence cannot be told from an unplugged cable). Its
+`outcome` ranks as the run's verdicts do: FAIL (a flow the policy does not allow was seen -- a
+definite finding, even when other frames could not be decoded) before ERROR (cannot be judged)
+before PASS.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,7 +55,7 @@ from harness.formats.flows import FlowAnalysis, Flow, flow_json, iso_ns
 from harness.formats.netproto import IP_PROTO_NAMES
 
 __all__ = ["PolicyError", "Rule", "EgressPolicy", "load_policy", "load_policy_file",
-           "Violation", "EgressJudgement", "evaluate", "egress_report_json"]
+           "Violation", "EgressJudgement", "evaluate", "judge", "egress_report_json"]
 
 _TOP_KEYS = ("allow", "link_local_housekeeping", "dns_tunnel_check", "board", "description")
 _RULE_KEYS = ("proto", "dst", "src", "dport", "dns", "icmp", "ethertype", "comment")
@@ -342,6 +353,8 @@ class EgressJudgement:
     allowed_flows: int
     housekeeping_flows: int
     not_judged_flows: int        # started by another host than the board (when board is given)
+    excluded_flows: int = 0      # started by the capturing host itself (exclude_macs)
+    judged_flows: int = 0        # flows held against the policy (allowed, housekeeping or not)
 
     @property
     def verdict(self) -> str:
@@ -359,6 +372,16 @@ class EgressJudgement:
             n = len(self.violations)
             return f"{n} egress violation{'s' if n != 1 else ''}: {self.violations[0].why}"
         return "every flow allowed by the policy"
+
+    @property
+    def outcome(self) -> str:
+        """FAIL when a flow is not allowed (a definite finding, whatever else is wrong), else
+        ERROR when the capture cannot be trusted, else PASS."""
+        if self.violations:
+            return "FAIL"
+        if self.errors:
+            return "ERROR"
+        return "PASS"
 
 
 def _addr(s: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -448,11 +471,34 @@ def _from_board(policy: EgressPolicy, flow: Flow) -> bool:
     return _in(_addr(flow.src), policy.board_networks)
 
 
-def evaluate(policy: EgressPolicy, analysis: FlowAnalysis) -> EgressJudgement:
-    """Judge every flow in the analysis against the policy."""
+# ICMP types a host's kernel sends on its own in answer to someone else's packet.
+_ICMP_ERRORS = {"icmp": frozenset((3, 4, 5, 11, 12)), "icmpv6": frozenset((1, 2, 3, 4))}
+
+
+def _capture_host_flow(flow: Flow, macs: set[str]) -> bool:
+    """A flow the capturing host started on its own: from its MAC, and of a kind it sends unasked."""
+    if flow.src_mac is None or flow.src_mac.lower() not in macs:
+        return False
+    if flow.proto == "arp" or flow.housekeeping is not None:
+        return True
+    return flow.sport in _ICMP_ERRORS.get(flow.proto, ())
+
+
+def evaluate(policy: EgressPolicy, analysis: FlowAnalysis, *,
+             exclude_macs: tuple[str, ...] | list[str] | frozenset[str] = ()) -> EgressJudgement:
+    """Judge every flow in the analysis against the policy.
+
+    exclude_macs: the capturing host's own MACs. The flows it starts on its own from one of them
+    (ARP, neighbour discovery and other link-local housekeeping, ICMP/ICMPv6 error messages)
+    are not judged (counted in `excluded_flows`); every other flow is judged, whatever its MAC.
+    """
     violations: list[Violation] = []
-    allowed = housekeeping = not_judged = 0
+    allowed = housekeeping = not_judged = excluded = 0
+    excluded_macs = {m.lower() for m in exclude_macs}
     for flow in analysis.flows:
+        if excluded_macs and _capture_host_flow(flow, excluded_macs):
+            excluded += 1
+            continue
         if not _from_board(policy, flow):
             not_judged += 1
             continue
@@ -507,7 +553,32 @@ def evaluate(policy: EgressPolicy, analysis: FlowAnalysis) -> EgressJudgement:
         errors.append("capture damaged or truncated; packets may be missing (see anomalies)")
     if analysis.stats is not None and analysis.stats.dropped:
         errors.append(f"capture dropped {analysis.stats.dropped} packets")
-    return EgressJudgement(tuple(violations), tuple(errors), allowed, housekeeping, not_judged)
+    judged = len(analysis.flows) - not_judged - excluded
+    return EgressJudgement(tuple(violations), tuple(errors), allowed, housekeeping, not_judged,
+                           excluded, judged)
+
+
+def judge(policy: EgressPolicy, analysis: FlowAnalysis, *,
+          exclude_macs: tuple[str, ...] | list[str] | frozenset[str] | None = None) -> EgressJudgement:
+    """attestlab's decision about one capture; see the module docstring. Use `.outcome`.
+
+    exclude_macs: the capturing host's MACs (default: the capture's if_MACaddr, analysis.capture_macs).
+    """
+    macs = tuple(analysis.capture_macs if exclude_macs is None else exclude_macs)
+    j = evaluate(policy, analysis, exclude_macs=macs)
+    if j.judged_flows == 0:
+        if analysis.packets == 0:
+            why = "the capture holds no frames at all"
+        elif j.excluded_flows and not j.not_judged_flows:
+            why = (f"every frame in the capture came from the capturing host "
+                   f"({', '.join(macs)}), none from the board")
+        else:
+            why = "the capture holds no flow the board started"
+        j = replace(j, errors=j.errors + (
+            f"nothing to judge: {why}. A board that sends nothing at all cannot be told from an "
+            f"unplugged cable: check that the board's port is cabled to the capture interface and "
+            f"powered, and capture for longer or with activity: workload",))
+    return j
 
 
 def _tunnel_violations(policy: EgressPolicy, analysis: FlowAnalysis) -> list[Violation]:

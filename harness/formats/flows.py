@@ -49,7 +49,7 @@ from harness.formats.pcap import Capture, CaptureScan, CaptureStats, gc_paused
 __all__ = [
     "Flow", "Periodicity", "DnsQuery", "Resolution", "PeriodicContact", "TunnelSuspect",
     "FlowAnalysis", "analyze", "analyze_bytes", "flow_analysis_json", "flow_json", "iso_ns",
-    "DNS_PORTS",
+    "DNS_PORTS", "flow_analysis_record", "flow_analysis_from_record",
 ]
 
 DNS_PORTS = frozenset((53, 5353, 5355))
@@ -162,6 +162,9 @@ class FlowAnalysis:
     capture_format: str
     capture_data_lost: bool
     stats: CaptureStats | None
+    # The capturing interface's own MAC(s), from the pcapng's if_MACaddr: frames from them were
+    # sent by the capturing host (ARP replies, sinkhole answers), not by the board.
+    capture_macs: tuple[str, ...] = ()
 
 
 class _St:
@@ -655,7 +658,8 @@ class _Analyzer:
             resolutions=resolutions, periodic=tuple(periodic),
             tunnel_suspects=_tunnel_suspects([n for f in flows for n in f.dns_queries], **tunnel),
             anomalies=tuple(anomalies), undecoded=self.undecoded, capture_format=capture.format,
-            capture_data_lost=capture.data_lost, stats=capture.stats)
+            capture_data_lost=capture.data_lost, stats=capture.stats,
+            capture_macs=capture.interface_macs)
 
 
 def _periodicity(times: list[int], max_jitter_ratio: float) -> Periodicity | None:
@@ -845,11 +849,13 @@ def flow_analysis_json(analysis: FlowAnalysis) -> dict:
         "capture_format": analysis.capture_format,
         "capture_data_lost": analysis.capture_data_lost,
         "stats": stats,
+        "capture_macs": list(analysis.capture_macs),
         "flows": [flow_json(f) for f in analysis.flows],
-        "dns_queries": [{"timestamp": iso_ns(q.timestamp_ns), "src": q.src, "dst": q.dst,
-                         "name": q.name, "qtype": q.qtype} for q in analysis.dns_queries],
-        "resolutions": [{"address": r.address, "name": r.name, "timestamp": iso_ns(r.timestamp_ns)}
-                        for r in analysis.resolutions],
+        "dns_queries": [{"timestamp": iso_ns(q.timestamp_ns), "timestamp_ns": q.timestamp_ns,
+                         "src": q.src, "dst": q.dst, "name": q.name, "qtype": q.qtype}
+                        for q in analysis.dns_queries],
+        "resolutions": [{"address": r.address, "name": r.name, "timestamp": iso_ns(r.timestamp_ns),
+                         "timestamp_ns": r.timestamp_ns} for r in analysis.resolutions],
         "periodic": [{"scope": p.scope, "proto": p.proto, "dst": p.dst, "dport": p.dport,
                       "period_s": round(p.period_s, 6), "jitter_s": round(p.jitter_s, 6),
                       "contacts": p.contacts} for p in analysis.periodic],
@@ -859,3 +865,74 @@ def flow_analysis_json(analysis: FlowAnalysis) -> dict:
                             for t in analysis.tunnel_suspects],
         "anomalies": list(analysis.anomalies),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# A float-free record (signed run records hold no floats), and back
+
+
+def _exact(x: float) -> str:
+    return repr(float(x))  # float(repr(x)) == x: the record round-trips exactly
+
+
+def flow_analysis_record(analysis: FlowAnalysis) -> dict:
+    """The analysis as canonical-JSON-safe plain data (integers and strings, no floats).
+
+    `flow_analysis_from_record` turns it back into an equal FlowAnalysis, so a check can judge
+    what a probe recorded in its facts. Floats (periods, jitter, entropy) are their exact
+    `repr` strings; timestamps are integers in ns next to their ISO text.
+    """
+    doc = flow_analysis_json(analysis)
+    doc["format"] = "attestlab-flow-analysis/1"
+    for f, flow in zip(doc["flows"], analysis.flows):
+        p = flow.periodicity
+        f["periodicity"] = None if p is None else {
+            "period_s": _exact(p.period_s), "jitter_s": _exact(p.jitter_s), "contacts": p.contacts,
+            "regular": p.regular}
+    doc["periodic"] = [{"scope": p.scope, "proto": p.proto, "dst": p.dst, "dport": p.dport,
+                        "period_s": _exact(p.period_s), "jitter_s": _exact(p.jitter_s),
+                        "contacts": p.contacts} for p in analysis.periodic]
+    doc["tunnel_suspects"] = [{"parent": t.parent, "unique_names": t.unique_names,
+                               "max_label_len": t.max_label_len, "max_entropy": _exact(t.max_entropy),
+                               "reasons": list(t.reasons), "examples": list(t.examples)}
+                              for t in analysis.tunnel_suspects]
+    return doc
+
+
+def flow_analysis_from_record(doc: dict) -> FlowAnalysis:
+    """Rebuild the FlowAnalysis that `flow_analysis_record` wrote. ValueError on anything else."""
+    if not isinstance(doc, dict) or doc.get("format") != "attestlab-flow-analysis/1":
+        raise ValueError("not a flow analysis record (format attestlab-flow-analysis/1)")
+    try:
+        flows = []
+        for f in doc["flows"]:
+            p = f["periodicity"]
+            flows.append(Flow(
+                proto=f["proto"], src=f["src"], dst=f["dst"], sport=f["sport"], dport=f["dport"],
+                first_seen=int(f["first_seen_ns"]), last_seen=int(f["last_seen_ns"]),
+                packets=int(f["packets"]), bytes=int(f["bytes"]), names=tuple(f["names"]),
+                resolved_names=tuple(f["resolved_names"]), sni=tuple(f["sni"]),
+                http_hosts=tuple(f["http_hosts"]), dns_queries=tuple(f["dns_queries"]),
+                dns_undecoded=int(f["dns_undecoded"]), icmp_echo_sizes=tuple(f["icmp_echo_sizes"]),
+                housekeeping=f["housekeeping"],
+                periodicity=None if p is None else Periodicity(float(p["period_s"]), float(p["jitter_s"]),
+                                                                int(p["contacts"]), bool(p["regular"])),
+                src_mac=f["src_mac"], fragments=int(f["fragments"]), notes=tuple(f["notes"])))
+        stats = doc["stats"]
+        return FlowAnalysis(
+            packets=int(doc["packets"]), flows=tuple(flows),
+            dns_queries=tuple(DnsQuery(int(q["timestamp_ns"]), q["src"], q["dst"], q["name"], int(q["qtype"]))
+                              for q in doc["dns_queries"]),
+            resolutions=tuple(Resolution(r["address"], r["name"], int(r["timestamp_ns"]))
+                              for r in doc["resolutions"]),
+            periodic=tuple(PeriodicContact(p["scope"], p["proto"], p["dst"], p["dport"], float(p["period_s"]),
+                                           float(p["jitter_s"]), int(p["contacts"])) for p in doc["periodic"]),
+            tunnel_suspects=tuple(TunnelSuspect(t["parent"], int(t["unique_names"]), int(t["max_label_len"]),
+                                                float(t["max_entropy"]), tuple(t["reasons"]), tuple(t["examples"]))
+                                  for t in doc["tunnel_suspects"]),
+            anomalies=tuple(doc["anomalies"]), undecoded=int(doc["undecoded"]),
+            capture_format=doc["capture_format"], capture_data_lost=bool(doc["capture_data_lost"]),
+            stats=None if stats is None else CaptureStats(stats["received"], stats["dropped"]),
+            capture_macs=tuple(doc.get("capture_macs", ())))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"flow analysis record is malformed: {type(exc).__name__}: {exc}") from None

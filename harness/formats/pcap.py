@@ -22,7 +22,10 @@ an interface that was never described. Problems that mean packets may be missing
 reading ends on any input.
 
 `PcapngWriter` writes the live capture: one section, one interface with if_tsresol = 9
-(timestamps in nanoseconds), Enhanced Packet blocks and Interface Statistics blocks.
+(timestamps in nanoseconds), optionally the capturing interface's MAC address (if_MACaddr),
+Enhanced Packet blocks and Interface Statistics blocks. The reader reports every interface's
+if_MACaddr in `Capture.interface_macs`: frames with that source address were sent by the capturing
+host itself (for attestlab's capture point: ARP replies, sinkhole answers), not by the board.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ class Capture:
     # True when an anomaly means packets may be missing (truncated tail, corrupt lengths, a block
     # that could not be read); a fail-closed judge treats such a capture as inconclusive.
     data_lost: bool = False
+    # if_MACaddr of the pcapng interfaces that give one ("02:00:5e:00:00:01"), in file order.
+    interface_macs: tuple[str, ...] = ()
 
 
 class _Anomalies:
@@ -132,14 +137,16 @@ class _Anomalies:
 
 
 class _StatsAcc:
-    """Latest ISB counters per interface; summed over interfaces at the end."""
+    """Latest ISB counters per interface, summed over interfaces at the end; and the if_MACaddr
+    of each interface description that has one."""
 
-    __slots__ = ("received", "ifdrop", "osdrop")
+    __slots__ = ("received", "ifdrop", "osdrop", "macs")
 
     def __init__(self) -> None:
         self.received: dict[int, int] = {}
         self.ifdrop: dict[int, int] = {}
         self.osdrop: dict[int, int] = {}
+        self.macs: list[str] = []
 
     def result(self) -> CaptureStats | None:
         if not (self.received or self.ifdrop or self.osdrop):
@@ -408,6 +415,10 @@ def _pcapng_blocks(buf: bytes, e: str, anoms: _Anomalies, stats: _StatsAcc) -> I
                         ifc.set_tsresol(buf[vo])
                     elif code == 14 and vl >= 8:  # if_tsoffset, seconds
                         ifc.offset_ns = struct.unpack_from(e + "q", buf, vo)[0] * 1_000_000_000
+                    elif code == 6 and vl == 6:  # if_MACaddr
+                        mac = buf[vo:vo + 6].hex(":")
+                        if mac not in stats.macs:
+                            stats.macs.append(mac)
                 ifaces.append(ifc)
                 plain = (ifc.mul, ifc.div, ifc.shift, ifc.offset_ns) == (1, 1, 0, 0)
                 fastif.append((ifc.linktype, ifc.snaplen or MAX_RECORD_LEN, ifc.index)
@@ -495,7 +506,7 @@ def read_capture(data: bytes) -> Capture:
     with gc_paused():
         packets = tuple([Packet(*r) for r in it])
     return Capture(packets=packets, anomalies=anoms.finish(), stats=stats.result(), format=fmt,
-                   data_lost=anoms.data_lost)
+                   data_lost=anoms.data_lost, interface_macs=tuple(stats.macs))
 
 
 def iter_packets(data: bytes, anomalies: list[str] | None = None) -> Iterator[Packet]:
@@ -535,7 +546,8 @@ class CaptureScan:
 
     def summary(self) -> Capture:
         return Capture(packets=(), anomalies=self._anoms.finish(), stats=self._stats.result(),
-                       format=self.format, data_lost=self._anoms.data_lost)
+                       format=self.format, data_lost=self._anoms.data_lost,
+                       interface_macs=tuple(self._stats.macs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,7 +571,8 @@ class PcapngWriter:
     """
 
     def __init__(self, fileobj: BinaryIO, linktype: int = 1, snaplen: int = 262144,
-                 if_name: str | None = None, application: str = "attestlab") -> None:
+                 if_name: str | None = None, application: str = "attestlab",
+                 if_mac: str | bytes | None = None) -> None:
         if not 0 <= linktype <= 0xFFFF:
             raise ValueError(f"link type {linktype} does not fit in 16 bits")
         if not 0 <= snaplen <= 0xFFFFFFFF:
@@ -576,6 +589,11 @@ class PcapngWriter:
         idb_opts = b""
         if if_name:
             idb_opts += _opt(2, if_name.encode("utf-8"))  # if_name
+        if if_mac:
+            mac = if_mac if isinstance(if_mac, bytes) else bytes.fromhex(if_mac.replace(":", "").replace("-", ""))
+            if len(mac) != 6:
+                raise ValueError(f"if_mac {if_mac!r} is not a 6-byte MAC address")
+            idb_opts += _opt(6, mac)  # if_MACaddr: the capturing interface
         idb_opts += _opt(9, b"\x09")  # if_tsresol: 10^-9 s
         idb_opts += _opt(0, b"")
         idb = _block(_IDB, struct.pack("<HHI", linktype, 0, snaplen) + idb_opts)

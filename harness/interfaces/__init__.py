@@ -13,6 +13,8 @@ from typing import Any, Callable
 # kind → "module:function"; imported on first use so a bench without pyusb can still read PCIe.
 OPENERS: dict[str, str] = {
     "pcie": "harness.interfaces.pcie:open_pcie",
+    "serial": "harness.interfaces.serial:open_serial",
+    "net": "harness.interfaces.netcap:open_net",
 }
 
 

@@ -65,6 +65,13 @@ kernel must allow unprivileged user namespaces)::
 (tests/test_netcap.py passes that way; the Python installation must be readable by the user.)
 
 `offline_capture(path)` reads a pcap/pcapng a lab tap recorded, for the same analysis.
+
+The pcapng records the capture interface's MAC as if_MACaddr, so a later reader (``attestlab
+egress analyze``) can tell the harness side's frames from the board's without being told.
+
+`open_net(settings)` is the ``net`` interface kind (harness.interfaces.OPENERS): a board config's
+``interfaces: {net: {interface: enp5s0, address: 192.0.2.1/24}}`` becomes a `NetworkPort` that
+says where to capture; the egress probe runs the `CapturePoint` on it. See docs/board-config.md.
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ __all__ = [
     "run_in_netns",
     "NETNS_PREFIX",
     "OWNER_DIR",
+    "NetworkPort",
+    "NetSettingsError",
+    "open_net",
 ]
 
 NETNS_PREFIX = "attestlab-"
@@ -158,6 +168,8 @@ class CaptureResult:
     packets_in:  frames the board sent (received on the captured interface).
     packets_out: frames the harness side sent (ARP replies, sinkhole answers, ICMP errors);
                  their source MAC is `capture_mac`.
+    forged_in:   frames that arrived from the board's side carrying `capture_mac` as their
+                 source: a board impersonating the harness side (nothing else sends them).
     """
 
     pcapng: bytes
@@ -177,6 +189,7 @@ class CaptureResult:
     kernel_dropped: int
     not_written: int = 0
     sinkhole_events: tuple[dict[str, Any], ...] = ()
+    forged_in: int = 0   # frames from the board's side whose source MAC is `capture_mac` (forged)
 
     @property
     def complete(self) -> bool:
@@ -617,7 +630,8 @@ class CapturePoint:
         self._mac = ""
         self._ring: _Ring | None = None
         self._started_ns = 0
-        self._counts = {"packets": 0, "in": 0, "out": 0, "not_written": 0, "received": 0, "kdrops": 0}
+        self._counts = {"packets": 0, "in": 0, "out": 0, "not_written": 0, "received": 0, "kdrops": 0,
+                        "forged": 0}
         self._stopped = False
 
     # -- context manager ----------------------------------------------------------------------
@@ -705,7 +719,7 @@ class CapturePoint:
         self._sock, self._ring, self._mac = run_in_netns(ns, _open_packet_socket, self.interface,
                                                          self.buffer_bytes, self.snaplen, self.use_ring)
         self._writer = PcapngWriter(self._buf, linktype=1, snaplen=self.snaplen, if_name=self.interface,
-                                    application="attestlab")
+                                    application="attestlab", if_mac=self._mac or None)
         _ip("-n", ns, "addr", "add", self.address, "dev", self.interface)
         if self.address6:
             _ip("-n", ns, "addr", "add", self.address6, "dev", self.interface, "nodad")
@@ -770,7 +784,8 @@ class CapturePoint:
         poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
         zero = b"\0\0\0\0"
         blk = 0
-        n_in = n_out = n_written = n_skipped = 0
+        n_in = n_out = n_written = n_skipped = n_forged = 0
+        own = bytes.fromhex(self._mac.replace(":", "")) if self._mac else b"-"
         last_stats = time.monotonic()
         drain_until = None
         try:
@@ -802,6 +817,8 @@ class CapturePoint:
                         n_out += 1
                     else:
                         n_in += 1
+                        if data[6:12] == own:  # arrived from the board's side with our own MAC
+                            n_forged += 1
                     if status & TP_STATUS_VLAN_VALID and snap >= 12:
                         if not status & TP_STATUS_VLAN_TPID_VALID or not tpid:
                             tpid = 0x8100
@@ -822,11 +839,11 @@ class CapturePoint:
                         drain_until = now + 0.2
                     if now >= drain_until + 1.8:
                         return
-                counts["packets"], counts["in"], counts["out"], counts["not_written"] = (
-                    n_written, n_in, n_out, n_skipped)
+                counts["packets"], counts["in"], counts["out"], counts["not_written"], counts["forged"] = (
+                    n_written, n_in, n_out, n_skipped, n_forged)
         finally:
-            counts["packets"], counts["in"], counts["out"], counts["not_written"] = (
-                n_written, n_in, n_out, n_skipped)
+            counts["packets"], counts["in"], counts["out"], counts["not_written"], counts["forged"] = (
+                n_written, n_in, n_out, n_skipped, n_forged)
 
     def _recv_loop(self) -> None:
         sock, writer, counts = self._sock, self._writer, self._counts
@@ -839,6 +856,7 @@ class CapturePoint:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         last_stats = time.monotonic()
+        own = bytes.fromhex(self._mac.replace(":", "")) if self._mac else b"-"
         try:
             draining = False
             drain_deadline = 0.0
@@ -880,6 +898,8 @@ class CapturePoint:
                         counts["out"] += 1
                     else:
                         counts["in"] += 1
+                        if data[6:12] == own:  # arrived from the board's side with our own MAC
+                            counts["forged"] += 1
                     if out.tell() >= max_bytes:
                         counts["not_written"] += 1
                         continue
@@ -964,7 +984,7 @@ class CapturePoint:
                 started=_iso(self._started_ns), ended=_iso(ended), started_ns=self._started_ns,
                 ended_ns=ended, interface=self.interface, namespace=self.namespace, address=self.address,
                 capture_mac=self._mac, packets_in=c["in"], packets_out=c["out"], kernel_dropped=c["kdrops"],
-                not_written=c["not_written"], sinkhole_events=events)
+                not_written=c["not_written"], sinkhole_events=events, forged_in=c["forged"])
         cleanup_problems = self._cleanup()
         self._stopped = True
         if error:
@@ -1069,3 +1089,120 @@ class CapturePoint:
         else:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
+
+
+# ---------------------------------------------------------------------------------------------
+# The `net` interface kind
+
+
+class NetSettingsError(ProbeError):
+    """The board config's `interfaces.net` settings are unusable; the message says which and why."""
+
+
+_NET_KEYS = ("interface", "address", "extra_addresses", "address6", "workload", "workload_trigger",
+             "sinkhole_tcp_ports", "force")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+
+
+@dataclass(frozen=True)
+class NetworkPort:
+    """Where the board's management port is reached, as a board config (or the simulator) says.
+
+    interface:        host NIC cabled to the board (or the mirror/tap port); moved into the
+                      capture namespace for each window and given back afterwards.
+    address:          the gateway address the capture side takes on it (IPv4 with prefix).
+    extra_addresses:  lab hosts on the board's segment the capture side impersonates (the NTP server).
+    address6:         optional IPv6 gateway address (the sinkhole then answers AAAA with it).
+    workload_command: a bench command that makes the board work (argv list), for `activity: workload`.
+    workload_trigger: a file whose creation starts a simulated board's workload.
+    sinkhole_tcp_ports: TCP ports the sinkhole listens on (default: its own list).
+    force:            allow taking a NIC that carries the host's default route.
+    """
+
+    interface: str
+    address: str
+    extra_addresses: tuple[str, ...] = ()
+    address6: str | None = None
+    workload_command: tuple[str, ...] | None = None
+    workload_trigger: str | None = None
+    sinkhole_tcp_ports: tuple[int, ...] | None = None
+    force: bool = False
+
+    @property
+    def has_workload(self) -> bool:
+        return self.workload_command is not None or self.workload_trigger is not None
+
+    def close(self) -> None:
+        """Nothing to release: every capture window sets up and tears down its own namespace."""
+
+
+def open_net(settings: dict[str, Any]) -> NetworkPort:
+    """The `net` opener: validate the settings, say clearly what is wrong, touch nothing.
+
+    A simulated board that could not create its network port announces ``{"unavailable": why}``;
+    that becomes CaptureUnavailable(why) here, so only the egress steps are affected.
+    """
+    if not isinstance(settings, dict):
+        raise NetSettingsError(f"interfaces.net must be a mapping, got {type(settings).__name__}")
+    if "unavailable" in settings:
+        raise CaptureUnavailable(f"the board's network port is unavailable: {settings['unavailable']}")
+    unknown = sorted(set(settings) - set(_NET_KEYS))
+    if unknown:
+        raise NetSettingsError(f"interfaces.net: unknown setting {unknown[0]!r} (known: {', '.join(_NET_KEYS)})")
+    interface = settings.get("interface")
+    if not isinstance(interface, str) or not _IFNAME_RE.match(interface) or interface == "lo":
+        raise NetSettingsError(
+            f"interfaces.net.interface {interface!r}: give the host NIC cabled to the board's management "
+            f"port (or to the switch mirror port / tap), e.g. enp5s0 (at most 15 characters, not lo)")
+    address = settings.get("address")
+    try:
+        if not isinstance(address, str) or "/" not in address:
+            raise ValueError("no prefix length")
+        gw = ipaddress.IPv4Interface(address)
+    except ValueError as exc:
+        raise NetSettingsError(
+            f"interfaces.net.address {address!r}: give the IPv4 address the harness takes on the board's "
+            f"segment with its prefix length, e.g. 192.0.2.1/24 (the board's gateway) ({exc})") from None
+    if gw.network.prefixlen >= 31 or gw.ip in (gw.network.network_address, gw.network.broadcast_address):
+        raise NetSettingsError(f"interfaces.net.address {address}: not a usable host address on a subnet "
+                               f"the board can share")
+    extras_raw = settings.get("extra_addresses") or []
+    if isinstance(extras_raw, str) or not isinstance(extras_raw, list):
+        raise NetSettingsError(f"interfaces.net.extra_addresses must be a list of addresses, got {extras_raw!r}")
+    extras = []
+    for item in extras_raw:
+        try:
+            extras.append(str(ipaddress.ip_interface(str(item))))
+        except ValueError:
+            raise NetSettingsError(f"interfaces.net.extra_addresses: {item!r} is not an IP address") from None
+    address6 = settings.get("address6")
+    if address6 is not None:
+        try:
+            address6 = str(ipaddress.IPv6Interface(str(address6)))
+        except ValueError:
+            raise NetSettingsError(f"interfaces.net.address6 {address6!r} is not an IPv6 address/prefix") from None
+    command = None
+    workload = settings.get("workload")
+    if workload is not None:
+        if not isinstance(workload, dict) or set(workload) != {"command"}:
+            raise NetSettingsError(f"interfaces.net.workload must be {{command: [program, arg, ...]}}, got {workload!r}")
+        cmd = workload["command"]
+        if (not isinstance(cmd, list) or not cmd
+                or not all(isinstance(a, (str, int)) and not isinstance(a, bool) for a in cmd)):
+            raise NetSettingsError(f"interfaces.net.workload.command must be a non-empty list of strings "
+                                   f"(program and arguments, no shell), got {cmd!r}")
+        command = tuple(str(a) for a in cmd)
+    trigger = settings.get("workload_trigger")
+    if trigger is not None and (not isinstance(trigger, str) or not os.path.isabs(trigger)):
+        raise NetSettingsError(f"interfaces.net.workload_trigger must be an absolute file path, got {trigger!r}")
+    ports = settings.get("sinkhole_tcp_ports")
+    if ports is not None:
+        if (not isinstance(ports, list) or not ports
+                or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)):
+            raise NetSettingsError(f"interfaces.net.sinkhole_tcp_ports must be a list of TCP ports, got {ports!r}")
+        ports = tuple(ports)
+    force = settings.get("force", False)
+    if not isinstance(force, bool):
+        raise NetSettingsError(f"interfaces.net.force must be true or false, got {force!r}")
+    return NetworkPort(interface=interface, address=str(gw), extra_addresses=tuple(extras), address6=address6,
+                       workload_command=command, workload_trigger=trigger, sinkhole_tcp_ports=ports, force=force)

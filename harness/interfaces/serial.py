@@ -11,6 +11,12 @@ failure (timeout, budget, the tty vanishing, a dump that cannot complete) raises
 `ConsoleError`, a `ProbeError` (the run records ERROR), and the console's `transcript`, which
 holds every byte read and written so far, stays readable after the error and after `close()`.
 
+As a board's `serial` interface (`open_serial`, registered in OPENERS): the board config's
+settings are checked (`serial_settings`: SerialConsole's keys plus ``boot_log``,
+``boot_timeout``, ``reboot_command``), the port is opened once per run and shared by the serial
+probes, and the boot log is captured at open (`SerialConsole.capture_boot_log`); see
+docs/board-config.md#serial and docs/serial.md.
+
 Text view. Bytes are decoded as UTF-8 (invalid bytes dropped), ANSI/VT escape sequences are
 removed, CRLF and lone CR become LF, other control characters are dropped. Patterns given to
 `expect` are matched against that text; a match may span at most ``max_match`` characters of
@@ -21,7 +27,10 @@ Transcript evidence format (`Transcript.to_jsonl`, media type TRANSCRIPT_MEDIA_T
 JSON Lines. Line 1 is a header::
 
     {"format": "attestlab.transcript", "version": 1, "source": "<url>",
-     "started_wall": <unix seconds>, "clock": "monotonic seconds since start"}
+     "started_wall": <unix seconds>, "clock": "monotonic seconds since start"
+     [, "chunks": [start, stop]]}
+
+(``chunks``: a `Transcript.slice`, chunks start..stop-1 of the console's whole transcript)
 
 then one object per read or write, in order::
 
@@ -159,6 +168,7 @@ class Transcript:
         self._chunks: list[Chunk] = []
         self.rx_bytes = 0
         self.tx_bytes = 0
+        self.span: tuple[int, int] | None = None  # a slice: which chunks of the whole it holds
 
     def record(self, direction: str, data: bytes) -> Chunk:
         if direction not in DIRECTIONS:
@@ -189,8 +199,30 @@ class Transcript:
         return b"".join(c.data for c in self._chunks if c.direction == direction)
 
     def header(self) -> dict[str, Any]:
-        return {"format": TRANSCRIPT_FORMAT, "version": TRANSCRIPT_VERSION, "source": self.source,
+        head = {"format": TRANSCRIPT_FORMAT, "version": TRANSCRIPT_VERSION, "source": self.source,
                 "started_wall": self.started_wall, "clock": "monotonic seconds since start"}
+        if self.span is not None:
+            head["chunks"] = list(self.span)
+        return head
+
+    def slice(self, start: int, stop: int | None = None) -> "Transcript":
+        """Chunks ``start`` to ``stop`` (exclusive) as a transcript of their own.
+
+        Times stay relative to this transcript's start (same ``started_wall``), and the header
+        says which chunks of the whole it holds (``"chunks": [start, stop]``), so a slice of a
+        shared console's transcript (one probe's work, the boot log) is evidence on its own.
+        Chunk ``i`` of the whole is JSON line ``i - start + 2`` of the slice's `to_jsonl`.
+        """
+        chunks = self._chunks[start:stop]
+        stop = start + len(chunks)
+        part = Transcript(self.source, clock=self._clock, wall_clock=self._wall_clock)
+        part._t0, part.started_wall = self._t0, self.started_wall
+        part._chunks = list(chunks)
+        part.rx_bytes = sum(len(c.data) for c in chunks if c.direction == "rx")
+        part.tx_bytes = sum(len(c.data) for c in chunks if c.direction == "tx")
+        offset = (self.span[0] if self.span is not None else 0)
+        part.span = (offset + start, offset + stop)
+        return part
 
     def to_jsonl(self) -> bytes:
         lines = [json.dumps(self.header(), sort_keys=True)]
@@ -212,6 +244,11 @@ class Transcript:
             raise ValueError(f"line 1: not an {TRANSCRIPT_FORMAT} v{TRANSCRIPT_VERSION} header")
         t = cls(str(head.get("source", "")))
         t.started_wall = float(head.get("started_wall", 0.0))
+        span = head.get("chunks")
+        if span is not None:
+            if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)):
+                raise ValueError(f"line 1: 'chunks' must be [start, stop], got {span!r}")
+            t.span = (span[0], span[1])
         for i, line in enumerate(lines[1:], start=2):
             try:
                 obj = json.loads(line)
@@ -230,14 +267,19 @@ class Transcript:
                 t.tx_bytes += len(data)
         return t
 
-    def render_text(self, *, max_chunk_bytes: int | None = None) -> str:
-        """Readable, pure-ASCII rendering; chunks longer than `max_chunk_bytes` are shortened."""
+    def render_text(self, *, max_chunk_bytes: int | None = None, numbered: bool = False) -> str:
+        """Readable, pure-ASCII rendering; chunks longer than `max_chunk_bytes` are shortened.
+
+        `numbered`: each chunk starts with its line number in `to_jsonl` (the header is line 1),
+        the numbers the probes' reasons cite ("evidence serial/...-transcript.jsonl line 8").
+        """
         started = datetime.fromtimestamp(self.started_wall, timezone.utc).isoformat(timespec="microseconds")
         out = [f"# attestlab console transcript: {escape_bytes(self.source.encode())}, started {started}",
                f"# rx {self.rx_bytes} bytes, tx {self.tx_bytes} bytes, {len(self._chunks)} chunks;"
                " escapes: \\r \\n \\t \\\\ \\xNN"]
-        gutter = " " * 27 + "| "
-        for c in self._chunks:
+        number = (lambda i: f"L{i + 2:<6} ") if numbered else (lambda i: "")
+        gutter = " " * (28 + len(number(0))) + "| "
+        for i, c in enumerate(self._chunks):
             data = c.data
             suffix = ""
             if max_chunk_bytes is not None and len(data) > max_chunk_bytes:
@@ -245,13 +287,13 @@ class Transcript:
                 data = data[:max_chunk_bytes]
             if c.direction == "note":
                 body = escape_bytes(data) + suffix
-                out.append(f"+{c.t:12.6f} --   note    # {body}")
+                out.append(f"{number(i)}+{c.t:12.6f} --   note    # {body}")
                 continue
             pieces = escape_bytes(data).split("\\n")
             lines = [p + "\\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
             lines = lines or [""]
             lines[-1] += suffix
-            out.append(f"+{c.t:12.6f} {c.direction} {len(c.data):8d} B | {lines[0]}")
+            out.append(f"{number(i)}+{c.t:12.6f} {c.direction} {len(c.data):8d} B | {lines[0]}")
             out.extend(gutter + line for line in lines[1:])
         return "\n".join(out) + "\n"
 
@@ -467,11 +509,12 @@ class DumpResult:
         return self.size / self.seconds if self.seconds > 0 else float("inf")
 
     def to_facts(self) -> dict[str, Any]:
+        """Plain data for a run record: integers and text only (signed records hold no floats)."""
         return {"region": self.name, "size": self.size, "sha256": self.sha256, "frame_size": self.frame_size,
                 "frames": self.frames, "resend_rounds": self.resend_rounds, "frames_requested": self.frames_requested,
                 "corrupt_records": self.corrupt_records, "duplicate_frames": self.duplicate_frames,
                 "skipped_bytes": self.skipped_bytes, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
-                "seconds": round(self.seconds, 6)}
+                "microseconds": int(round(self.seconds * 1e6))}
 
 
 @dataclass
@@ -554,6 +597,12 @@ class SerialConsole:
         self._capper = _LineCapper(int(cfg["max_line"]))
         self._pending = _Pending()
         self._raw_left = b""
+        # What the board printed up to its first prompt, captured once when the board's console
+        # is opened (see `capture_boot_log`); None with `boot_log_problem` saying why when not.
+        self.boot_log: str | None = None
+        self.boot_log_problem: str | None = None
+        self.boot_log_mode: str | None = None
+        self.boot_span: tuple[int, int] = (0, 0)  # transcript chunks of the capture
 
     # -- lifecycle --
 
@@ -693,6 +742,13 @@ class SerialConsole:
         self._cleaner = TextCleaner()
         self._capper = _LineCapper(int(self.config["max_line"]))
 
+    def _unconsumed(self, limit: int = 4000) -> str:
+        """The clean text read but not consumed (head and tail when longer than `limit`)."""
+        text = self._pending.text() + self._capper.held()
+        if len(text) > limit:
+            text = text[: limit // 2] + f"[... {len(text) - limit} characters elided ...]" + text[-limit // 2 :]
+        return text
+
     def _seen(self) -> str:
         tail = self._pending.tail(200) + self._capper.held()[-200:]
         return escape_bytes(tail.encode("utf-8", "replace")[-240:])
@@ -720,10 +776,14 @@ class SerialConsole:
             elapsed = time.monotonic() - lim.started
             if lim.got >= lim.budget:
                 raise self._error(f"no {what} after {lim.got} bytes in {elapsed:.2f} s (byte budget {lim.budget}); "
-                                  f"last output: '{self._seen()}'", details={"bytes": lim.got, "seconds": elapsed})
+                                  f"last output: '{self._seen()}'",
+                                  details={"bytes": lim.got, "seconds": elapsed, "reason": "budget",
+                                           "text": self._unconsumed()})
             if time.monotonic() >= lim.deadline:
                 raise self._error(f"timed out after {elapsed:.2f} s waiting for {what} ({lim.got} bytes received); "
-                                  f"last output: '{self._seen()}'", details={"bytes": lim.got, "seconds": elapsed})
+                                  f"last output: '{self._seen()}'",
+                                  details={"bytes": lim.got, "seconds": elapsed, "reason": "timeout",
+                                           "text": self._unconsumed()})
             data = self._read_chunk(lim.deadline, f"waiting for {what}")
             fresh = bool(data)
             if data:
@@ -756,6 +816,50 @@ class SerialConsole:
         lim = self._limits(timeout, max_bytes)
         self.send_line("")
         return self._expect(prompt, f"prompt {self.prompt_description} after Enter", lim).before
+
+    def capture_boot_log(self, mode: str = "capture", timeout: float = 5.0, reboot_command: str = "reboot") -> None:
+        """Once, right after `open`: keep what the board printed up to its first prompt, and leave
+        the console at its prompt.
+
+        ``capture``: the text before the first prompt that arrives within `timeout` s: the boot
+        log of a board that boots while the port is held (a simulated board, whose pty the
+        simulator holds open; a bench board power-cycled while this waits; what a console server
+        logged). The port's buffered input is not flushed at open.
+        A board that was already up prints nothing: no boot log (`boot_log_problem` says why);
+        then Enter brings a prompt. ``reboot``: Enter, then `reboot_command`; its output up to
+        the next prompt (within `timeout` s) is the boot log. ``off``: Enter only, no boot log.
+        Raises ConsoleError when no prompt can be had at all.
+        """
+        start = len(self.transcript)
+        self.boot_log_mode = mode
+        self.transcript.note(f"boot log: mode {mode}, up to {timeout:g} s")
+        try:
+            if mode == "capture":
+                try:
+                    self.boot_log = self.wait_prompt(timeout=timeout)
+                except ConsoleError as e:
+                    said = len(str(e.details.get("text") or "").strip())
+                    heard = (f"{said} characters arrived without a prompt (still booting? raise "
+                             f"interfaces.serial.boot_timeout)") if said else "nothing arrived"
+                    self.boot_log_problem = (
+                        f"no boot log: no prompt {self.prompt_description} within {timeout:g} s of opening "
+                        f"{self.url} ({heard}); the board was up before the console was opened, so its boot "
+                        f"messages were not seen. Power-cycle the board after the run starts, or set "
+                        f"interfaces.serial.boot_log: reboot to have the harness reboot it")
+                    self.sync()
+            elif mode == "reboot":
+                self.sync()
+                self.boot_log = self.command(reboot_command, timeout=timeout)
+            elif mode == "off":
+                self.boot_log_problem = "no boot log: capture is off (interfaces.serial.boot_log: off)"
+                self.sync()
+            else:
+                raise ValueError(f"boot log mode {mode!r} is not one of capture, reboot, off")
+        finally:
+            self.boot_span = (start, len(self.transcript))
+        self.transcript.note("boot log: " + (f"{len(self.boot_log)} characters" if self.boot_log is not None
+                                             else str(self.boot_log_problem)))
+        self.boot_span = (start, len(self.transcript))
 
     def command(self, text: str, timeout: float | None = None, *, max_bytes: int | None = None) -> str:
         """Run a command at the prompt; returns its output (clean text between echo and prompt).
@@ -1001,9 +1105,16 @@ class _DumpState:
         data = data[: self.CHATTER_KEEP - len(self.chatter)]
         self.chatter += data
         self.chatter_text += self.chatter_cleaner.feed(data)
-        prompt = self.c._prompt()
-        if prompt.search(self.chatter_text):
-            said = self.chatter_text.strip().replace("\n", " | ")
+        text = self.chatter_text
+        if self.c.echo:
+            # Only a prompt after the echo of the command is the board's answer to it; one before
+            # is stale (e.g. a second prompt from an Enter that followed an ABORT).
+            echo = re.search(re.escape(self.cmd) + r"[ \t]*\n", text)
+            if echo is None:
+                return
+            text = text[echo.end() - 1 :]
+        if self.c._prompt().search(text):
+            said = text.strip().replace("\n", " | ")
             raise self.fail(f"the board answered {self.cmd!r} without starting a dump: '{said}'")
 
     def _request(self) -> bool:
@@ -1102,8 +1213,102 @@ class _DumpState:
         return image, b
 
 
+# --------------------------------------------------------------------------------------------
+# The `serial` interface kind of a board (harness/interfaces/__init__.py OPENERS)
+
+# Board-config settings beyond SerialConsole's own keys: how the boot log is captured at open.
+BOOT_LOG_MODES = ("capture", "reboot", "off")
+_OPEN_DEFAULTS: dict[str, Any] = {"boot_log": "capture", "boot_timeout": 5.0, "reboot_command": "reboot"}
+_POSITIVE = ("timeout", "poll_interval", "write_timeout", "dump_timeout", "dump_start_timeout",
+             "dump_idle_timeout", "boot_timeout")
+_COUNTS = ("max_bytes", "max_line", "max_match", "dump_max_size")
+
+
+class SerialSettingsError(ConsoleError):
+    """The board config's `interfaces.serial` settings are unusable: ERROR for every serial step."""
+
+
+def _settings_error(key: str, message: str) -> SerialSettingsError:
+    return SerialSettingsError(f"interfaces.serial.{key}: {message}" if key else f"interfaces.serial: {message}")
+
+
+def serial_settings(settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a board's `interfaces.serial` settings: (SerialConsole config, open options).
+
+    Raises SerialSettingsError naming the setting and what a good value looks like.
+    """
+    if not isinstance(settings, Mapping):
+        raise _settings_error("", f"must be a mapping such as {{url: /dev/ttyUSB0, prompt: \"bmc> \"}}, "
+                                  f"got {type(settings).__name__}")
+    known = [*_DEFAULTS, *_OPEN_DEFAULTS]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise _settings_error(str(unknown[0]), f"unknown setting (known: {', '.join(known)})")
+    url = settings.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise _settings_error("url", f"give the console's port: a tty (/dev/ttyUSB0), rfc2217://host:port "
+                                     f"(ser2net, a labgrid exporter) or socket://host:port; got {url!r}")
+    baud = settings.get("baudrate", _DEFAULTS["baudrate"])
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise _settings_error("baudrate", f"must be a positive integer such as 115200, got {baud!r}")
+    if settings.get("prompt") is None and settings.get("prompt_regex") is None:
+        raise _settings_error("prompt", "give the console's prompt, literal (prompt: \"h100-bmc> \") or as a "
+                                        "regex (prompt_regex: '[a-z0-9-]+> '); the serial probes type commands at it")
+    for key in ("prompt", "prompt_regex", "newline", "dump_command", "reboot_command"):
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, str) or (key != "newline" and not value.strip())):
+            raise _settings_error(key, f"must be a non-empty string, got {value!r}")
+    for key in _POSITIVE:
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise _settings_error(key, f"must be a positive number of seconds, got {value!r}")
+    for key in (*_COUNTS, "dump_max_rounds"):
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0
+                                  or (value == 0 and key != "dump_max_rounds")):
+            raise _settings_error(key, f"must be a positive integer, got {value!r}")
+    options = settings.get("serial_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise _settings_error("serial_options", f"must be a mapping of pyserial options "
+                                                f"(bytesize, parity, stopbits, rtscts, xonxoff), got {options!r}")
+    mode = settings.get("boot_log", _OPEN_DEFAULTS["boot_log"])
+    if mode not in BOOT_LOG_MODES:
+        raise _settings_error("boot_log", f"must be one of {', '.join(BOOT_LOG_MODES)}, got {mode!r}")
+    console = {k: v for k, v in settings.items() if k in _DEFAULTS}
+    if console.get("serial_options") is not None:
+        console["serial_options"] = dict(console["serial_options"])
+    opening = {**_OPEN_DEFAULTS, **{k: v for k, v in settings.items() if k in _OPEN_DEFAULTS}}
+    return console, opening
+
+
+def open_serial(settings: Mapping[str, Any]) -> SerialConsole:
+    """The `serial` opener: check the settings, open the port, capture the boot log, reach the prompt.
+
+    A board opens its console once per run (Board caches interfaces); every serial probe shares
+    it and its transcript. The boot log is captured here, once (`SerialConsole.capture_boot_log`,
+    mode from `boot_log`). Raises SerialSettingsError for bad settings and ConsoleError (with the
+    transcript so far) when the port cannot be opened or gives no prompt; the port is then closed.
+    """
+    config, opening = serial_settings(settings)
+    try:
+        console = SerialConsole(config)
+    except ValueError as e:  # e.g. a prompt_regex that does not compile
+        raise SerialSettingsError(f"interfaces.serial: {e}") from None
+    console.open()
+    try:
+        console.capture_boot_log(opening["boot_log"], float(opening["boot_timeout"]), opening["reboot_command"])
+    except BaseException:
+        console.close()
+        raise
+    return console
+
+
 __all__ = [
+    "BOOT_LOG_MODES",
     "ConsoleError",
+    "SerialSettingsError",
+    "open_serial",
+    "serial_settings",
     "Chunk",
     "DumpResult",
     "ExpectMatch",

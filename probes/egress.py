@@ -1,0 +1,356 @@
+"""egress — does the board send anything on its management network that it should not?
+
+What: takes the board's management link (the `net` interface: the host NIC cabled to the
+board's port, or a switch mirror port / tap) into a private network namespace that routes
+nowhere, answers the board there with a sinkhole (DNS answering every name, TCP listeners that
+read and close) and records every frame for `window_s` seconds as pcapng, optionally while a
+workload runs on the board (`activity: workload`). The capture is grouped into flows (who
+started it, destination, ports, the DNS names, TLS SNI and HTTP Host that name it, packets,
+bytes, first and last seen) and judged against the product's egress policy, an allow list.
+With `capture: PATH` it judges a pcap/pcapng recorded elsewhere (a lab tap) instead.
+
+Why: an accelerator board with its own management controller can phone home, beacon only once
+a job runs, tunnel data out through DNS or ICMP payloads. Nothing the board sends during the
+window may leave the lab, and anything it tries to reach that the product does not declare is
+a finding. The sinkhole makes the board reveal names and payloads instead of a lone SYN.
+
+Evidence: the capture as pcapng (`egress/capture.pcapng`, readable by tshark/Wireshark; its
+interface block names the capture side's MAC), stored as soon as the window closes (also the
+partial capture when the window failed), the capture statistics and sinkhole log
+(`egress/capture-stats.json`), the flow table (`egress/flows.json`) and, for a bench
+workload, its output (`egress/workload.log`). The facts hold the flow analysis as plain data;
+the check judges only that.
+
+Fails when: any flow the board started is not allowed by the policy, each one named with its
+destination, the names that point at it, packets, bytes and first/last seen; DNS queries for
+names the policy does not allow; a suspected DNS tunnel; a frame from the board's side that
+carries the capture side's own MAC (a board impersonating the harness to hide its flows).
+What the capture side sends on its own (ARP, ICMP errors from its MAC) is not judged.
+Errors when: frames could not be decoded, the kernel dropped frames or the capture is
+damaged ("N frames not decoded", "capture dropped N packets"); the window saw nothing from the
+board at all (silence cannot be told from an unplugged cable); the capture could not be set up
+or failed during the window; the workload failed; the policy is missing or invalid.
+Skips when: the harness lacks the privileges to take the interface into a namespace (not
+root); the reason says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.evidence import EvidenceStore
+from harness.formats.egress_policy import PolicyError, judge, load_policy
+from harness.formats.flows import analyze_bytes, flow_analysis_from_record, flow_analysis_json, flow_analysis_record
+from harness.formats.pcap import CaptureFormatError
+from harness.interfaces.netcap import CaptureUnavailable, CapturePoint, offline_capture, privilege_problem
+from harness.verdict import CheckResult, Observation, ProbeError
+
+PARAMS: dict[str, Any] = {
+    "window_s": 8,          # how long to capture (seconds)
+    "activity": "idle",     # idle | workload (start the workload the board config names)
+    "sinkhole": True,       # answer the board (DNS, TCP listeners, off-link addresses)
+    "capture": None,        # path of a pcap/pcapng recorded by a lab tap: judge it, capture nothing
+}
+
+ACTIVITIES = ("idle", "workload")
+PCAPNG_MEDIA_TYPE = "application/x-pcapng"
+PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
+# A window this long or longer prints progress to stderr (`attestlab run -s` shows it).
+_PROGRESS_FROM_S = 20.0
+_MAX_REASONS = 50
+
+
+def _params(params: dict[str, Any]) -> tuple[float, str, bool, str | None]:
+    window = params.get("window_s")
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 86400:
+        raise ProbeError(f"egress: window_s must be a number of seconds in (0, 86400], got {window!r}")
+    activity = params.get("activity")
+    if activity not in ACTIVITIES:
+        raise ProbeError(f"egress: activity must be one of {', '.join(ACTIVITIES)}, got {activity!r}")
+    sinkhole = params.get("sinkhole")
+    if not isinstance(sinkhole, bool):
+        raise ProbeError(f"egress: sinkhole must be true or false, got {sinkhole!r}")
+    capture = params.get("capture")
+    if capture is not None and (not isinstance(capture, str) or not capture.strip()):
+        raise ProbeError(f"egress: capture must be the path of a pcap/pcapng file, got {capture!r}")
+    return float(window), activity, sinkhole, capture
+
+
+def _store_analysis(evidence: EvidenceStore, data: bytes, where: str) -> tuple[dict[str, Any], Any]:
+    try:
+        analysis = analyze_bytes(data)
+    except CaptureFormatError as exc:
+        raise ProbeError(f"egress: {where} is not a usable pcap/pcapng capture: {exc}") from None
+    ref = evidence.add("egress/flows.json", json.dumps(flow_analysis_json(analysis), indent=1).encode(),
+                       "application/json")
+    return flow_analysis_record(analysis), ref
+
+
+def _collect_offline(path: str, evidence: EvidenceStore) -> Observation:
+    data = offline_capture(path)  # CaptureUnavailable (a ProbeError) when missing or empty
+    is_pcapng = data[:4] == b"\x0a\x0d\x0d\x0a"
+    cap_ref = evidence.add("egress/capture.pcapng" if is_pcapng else "egress/capture.pcap", data,
+                           PCAPNG_MEDIA_TYPE if is_pcapng else PCAP_MEDIA_TYPE)
+    record, flows_ref = _store_analysis(evidence, data, f"capture file {path}")
+    facts = {
+        "source": "offline",
+        "capture": {"path": str(Path(path).resolve()), "sha256": cap_ref.sha256, "size": cap_ref.size,
+                    "format": record["capture_format"]},
+        "analysis": record,
+    }
+    return Observation("egress", facts, (cap_ref, flows_ref))
+
+
+class _Workload:
+    """The activity the board config names: a bench command, or a simulated board's trigger file."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.started = ""
+        self.log_path: Path | None = None
+
+    def start(self) -> None:
+        self.started = _utc()
+        if self.port.workload_command is not None:
+            import tempfile
+            fd, name = tempfile.mkstemp(prefix="attestlab-workload-", suffix=".log")
+            self.log_path = Path(name)
+            try:
+                self.proc = subprocess.Popen(list(self.port.workload_command), stdin=subprocess.DEVNULL,
+                                             stdout=fd, stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise ProbeError(f"egress: cannot start the workload {list(self.port.workload_command)}: "
+                                 f"{exc.strerror or exc} (interfaces.net.workload.command)") from None
+            finally:
+                os.close(fd)
+        else:
+            try:
+                Path(self.port.workload_trigger).write_text(f"started {self.started}\n")
+            except OSError as exc:
+                raise ProbeError(f"egress: cannot start the workload: writing {self.port.workload_trigger} "
+                                 f"failed: {exc.strerror or exc}") from None
+
+    def finish(self) -> dict[str, Any]:
+        """Stop a command still running at the end of the window; say what happened."""
+        info: dict[str, Any] = {"started": self.started}
+        if self.proc is None:
+            info["trigger"] = self.port.workload_trigger
+            info["status"] = "triggered"
+            return info
+        info["command"] = list(self.port.workload_command)
+        code = self.proc.poll()
+        if code is None:
+            info["status"] = "running at the end of the window (stopped)"
+            self._kill()
+        elif code == 0:
+            info["status"] = "exited 0"
+        else:
+            info["status"] = f"failed: exit status {code}"
+            info["failed"] = True
+        info["exit_status"] = self.proc.returncode
+        return info
+
+    def _kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, 9)
+            except OSError:
+                pass
+            self.proc.wait(5)
+
+    def output(self) -> bytes:
+        if self.log_path is None:
+            return b""
+        try:
+            return self.log_path.read_bytes()[-256 * 1024:]
+        except OSError:
+            return b""
+
+    def cleanup(self) -> None:
+        self._kill()
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+
+
+def _utc() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _capture_stats(result: Any, window: float, activity: str, sinkhole: bool,
+                   workload: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "interface": result.interface, "namespace": result.namespace, "address": result.address,
+        "capture_mac": result.capture_mac, "started": result.started, "ended": result.ended,
+        "duration_ms": (result.ended_ns - result.started_ns) // 1_000_000, "window_ms": int(window * 1000),
+        "activity": activity, "sinkhole": sinkhole, "packets": result.packets,
+        "packets_in": result.packets_in, "packets_out": result.packets_out, "received": result.received,
+        "dropped": result.dropped, "kernel_dropped": result.kernel_dropped, "not_written": result.not_written,
+        "complete": result.complete, "forged_in": result.forged_in,
+        "sinkhole_events": len(result.sinkhole_events), "workload": workload,
+    }
+
+
+def _collect_live(board: Any, window: float, activity: str, sinkhole: bool,
+                  evidence: EvidenceStore) -> Observation:
+    port = board.interface("net")  # NetworkPort; CaptureUnavailable when a simulator could not make it
+    if activity == "workload" and not port.has_workload:
+        raise ProbeError(
+            f"egress: activity: workload, but board {board.name!r} names no workload: add "
+            f"interfaces.net.workload: {{command: [program, args...]}} to {board.config.path} "
+            f"(a command that makes the board work during the window), or use activity: idle")
+    runid = f"egress-{os.getpid()}-{secrets.token_hex(3)}"
+    point = CapturePoint(port.interface, port.address, runid, sinkhole=sinkhole,
+                         extra_addresses=port.extra_addresses, address6=port.address6,
+                         sinkhole_tcp_ports=port.sinkhole_tcp_ports, force=port.force)
+    workload = _Workload(port) if activity == "workload" else None
+    workload_info = None
+    workload_refs = []
+    try:
+        try:
+            with point:
+                if workload is not None:
+                    workload.start()
+                _run_window(point, window)
+                if workload is not None:
+                    workload_info = workload.finish()
+                result = point.stop()
+        except CaptureUnavailable as exc:
+            if exc.partial is not None:
+                evidence.add("egress/capture.partial.pcapng", exc.partial.pcapng, PCAPNG_MEDIA_TYPE)
+                evidence.add("egress/capture-stats.partial.json", json.dumps(
+                    {**_capture_stats(exc.partial, window, activity, sinkhole, workload_info),
+                     "error": str(exc)}, indent=1).encode(), "application/json")
+            raise
+        finally:
+            if workload is not None:
+                out = workload.output()
+                if out:
+                    workload_refs.append(evidence.add("egress/workload.log", out, "text/plain; charset=utf-8"))
+    finally:
+        if workload is not None:
+            workload.cleanup()
+    cap_ref = evidence.add("egress/capture.pcapng", result.pcapng, PCAPNG_MEDIA_TYPE)
+    stats = _capture_stats(result, window, activity, sinkhole, workload_info)
+    stats_doc = {**stats, "sinkhole_log": list(result.sinkhole_events)}
+    stats_ref = evidence.add("egress/capture-stats.json",
+                             json.dumps(stats_doc, indent=1, default=str).encode(), "application/json")
+    record, flows_ref = _store_analysis(evidence, result.pcapng, "the live capture")
+    facts = {"source": "live", "capture": {**stats, "sha256": cap_ref.sha256}, "analysis": record}
+    return Observation("egress", facts, (cap_ref, stats_ref, flows_ref, *workload_refs))
+
+
+def _run_window(point: CapturePoint, window: float) -> None:
+    if window < _PROGRESS_FROM_S:
+        point.run_for(window)
+        return
+    print(f"egress: capturing on {point.interface} for {window:g} s", file=sys.stderr, flush=True)
+    end = time.monotonic() + window
+    while (left := end - time.monotonic()) > 0:
+        point.run_for(min(10.0, left))
+        print(f"egress: {window - max(0.0, end - time.monotonic()):.0f}/{window:g} s, "
+              f"{point.packets_so_far} frames", file=sys.stderr, flush=True)
+
+
+def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Observation:
+    window, activity, sinkhole, capture = _params(params)
+    if capture is not None:
+        return _collect_offline(capture, evidence)
+    problem = privilege_problem()
+    if problem:
+        return Observation("egress", {"source": "live", "skipped": problem})
+    return _collect_live(board, window, activity, sinkhole, evidence)
+
+
+# ---------------------------------------------------------------------------------------------
+# The check
+
+
+def _when(v: Any) -> str:
+    return v.first_seen if v.first_seen == v.last_seen else f"{v.first_seen} .. {v.last_seen}"
+
+
+def _violation_reason(v: Any) -> str:
+    unnamed = [n for n in v.names if n not in v.why]  # names the why does not already give
+    names = f" names: {', '.join(unnamed[:5])}{' ...' if len(unnamed) > 5 else ''};" if unnamed else ""
+    return (f"egress not allowed: {v.why};{names} {v.packets} packet{'s' if v.packets != 1 else ''}, "
+            f"{v.bytes} bytes, {_when(v)}")
+
+
+def flows_within_policy(observation: Observation, expected: Any) -> CheckResult:
+    """Every flow the board started during the window is allowed by the egress policy.
+
+    expected: the policy mapping (reference `egress.policy`): {allow: [rules], ...}; see
+    harness.formats.egress_policy. An empty or missing allow list allows nothing.
+    """
+    ev = observation.evidence
+    facts = observation.facts
+    if facts.get("skipped"):
+        return CheckResult.skipped(f"egress not captured: {facts['skipped']}", evidence=ev)
+    if expected is not None and not isinstance(expected, dict):
+        return CheckResult.error(f"the egress policy must be a mapping ({{allow: [...]}}), got {expected!r}",
+                                 evidence=ev)
+    try:
+        policy = load_policy(expected)
+    except PolicyError as exc:
+        return CheckResult.error(f"egress policy invalid: {exc}", evidence=ev)
+    try:
+        analysis = flow_analysis_from_record(facts["analysis"])
+    except (KeyError, ValueError) as exc:
+        return CheckResult.error(f"no usable flow analysis in the observation: {exc}", evidence=ev)
+    capture = facts.get("capture") or {}
+    macs = set(analysis.capture_macs)
+    if capture.get("capture_mac"):
+        macs.add(capture["capture_mac"])
+    forged = capture.get("forged_in", 0)
+    # A board that forged the capture side's MAC gets nothing left out of the judgement.
+    judgement = judge(policy, analysis, exclude_macs=() if forged else tuple(sorted(macs)))
+    errors = list(judgement.errors)
+    if facts.get("source") == "live":
+        if not capture.get("complete", False):
+            errors.insert(0, f"capture incomplete: {capture.get('dropped')} frames lost "
+                             f"({capture.get('kernel_dropped')} dropped by the kernel, "
+                             f"{capture.get('not_written')} beyond the size cap); absence of a flow "
+                             f"proves nothing")
+        workload = capture.get("workload") or {}
+        if workload.get("failed"):
+            errors.append(f"the workload {workload.get('command')} {workload.get('status')}: the board "
+                          f"was not exercised as the step asks (see egress/workload.log)")
+    errors = list(dict.fromkeys(errors))
+    window = (f"{capture['duration_ms'] / 1000:.1f} s on {capture['interface']} ({capture['activity']})"
+              if facts.get("source") == "live" else f"recording {capture.get('path')}")
+    findings = []
+    if forged:
+        findings.append(f"{forged} frame{'s' if forged != 1 else ''} from the board's side carried the capture "
+                        f"interface's own MAC {capture.get('capture_mac')} as source: the board impersonates "
+                        f"the harness side (forged source address)")
+    if judgement.violations or findings:
+        reasons = findings + [_violation_reason(v) for v in judgement.violations[:_MAX_REASONS]]
+        if len(judgement.violations) > _MAX_REASONS:
+            reasons.append(f"... and {len(judgement.violations) - _MAX_REASONS} more violations "
+                           f"(see egress/flows.json)")
+        reasons += [f"also: {e}" for e in errors]
+        return CheckResult.failed(*reasons, evidence=ev)
+    if errors:
+        return CheckResult.error(*errors, evidence=ev)
+    return CheckResult.passed(
+        f"{judgement.judged_flows} flow{'s' if judgement.judged_flows != 1 else ''} from the board in "
+        f"{window}, all within the egress policy: {judgement.allowed_flows} allowed by a rule, "
+        f"{judgement.housekeeping_flows} link-local housekeeping; {analysis.packets} frames, none lost "
+        f"or undecoded; {judgement.excluded_flows} flow(s) of the capture side not judged", evidence=ev)
+
+
+CHECKS = {"flows_within_policy": flows_within_policy}
