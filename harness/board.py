@@ -115,15 +115,27 @@ class SimulatedBoardProcess:
         deadline = time.monotonic() + self.START_TIMEOUT_S
         while not ready.exists():
             if self.process.poll() is not None:
+                tail = self.log_tail()
+                self.stop()
                 raise BoardError(f"simulated board {self.variant!r} exited with status "
-                                 f"{self.process.returncode} before it was ready: {self.log_tail()}")
+                                 f"{self.process.returncode} before it was ready: {tail}")
             if time.monotonic() > deadline:
+                tail = self.log_tail()
                 self.stop()
                 raise BoardError(f"simulated board {self.variant!r} not ready after "
-                                 f"{self.START_TIMEOUT_S:.0f} s: {self.log_tail()}")
+                                 f"{self.START_TIMEOUT_S:.0f} s: {tail}")
             time.sleep(0.02)
-        self.announced = json.loads(ready.read_text())
-        return self.announced.get("interfaces", {})
+        try:
+            self.announced = json.loads(ready.read_text())
+            interfaces = self.announced["interfaces"]
+            if not isinstance(interfaces, dict) or not all(isinstance(v, dict) for v in interfaces.values()):
+                raise ValueError("interfaces is not a mapping of mappings")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise BoardError(f"simulated board {self.variant!r} announced its interfaces unreadably "
+                             f"({type(exc).__name__}: {exc}): {tail}") from None
+        return interfaces
 
     def log_tail(self, limit: int = 2000) -> str:
         try:
@@ -132,13 +144,21 @@ class SimulatedBoardProcess:
             return "(no log)"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        if self.process is not None:
+            # The simulator leads its own process group: signal the group, so helpers it started go too.
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                pass
+            try:
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ import probes
 from harness.board import Board
 from harness.evidence import EvidenceStore
 from harness.plan import Plan, Requirement, Step
-from harness.verdict import CheckResult, Observation, ProbeError, StepResult, Verdict
+from harness.verdict import CheckResult, EvidenceRef, Observation, ProbeError, StepResult, Verdict
 from harness.yamlio import YamlError
 
 
@@ -40,16 +40,23 @@ class StepRunner:
         self.board = board
         self.evidence = evidence
         self._observations: dict[str, Observation | ProbeError] = {}
+        # evidence a failed collect stored before failing: every step sharing that collect cites it
+        self._failed_evidence: dict[str, tuple[EvidenceRef, ...]] = {}
+
+    def _key(self, step: Step) -> str:
+        return json.dumps([step.probe, step.params], sort_keys=True, default=str)
 
     def _observe(self, step: Step) -> Observation:
-        key = json.dumps([step.probe, step.params], sort_keys=True, default=str)
+        key = self._key(step)
         if key not in self._observations:
             spec = probes.get_probe(step.probe)
             params = {**spec.params, **step.params}
+            before = len(self.evidence.refs)
             try:
                 self._observations[key] = spec.collect(self.board, params, self.evidence)
             except ProbeError as exc:
                 self._observations[key] = exc
+                self._failed_evidence[key] = self.evidence.refs[before:]
         cached = self._observations[key]
         if isinstance(cached, ProbeError):
             raise cached
@@ -74,7 +81,7 @@ class StepRunner:
             evidence = result.evidence or observation.evidence
         except ProbeError as exc:
             result = CheckResult.error(str(exc) or type(exc).__name__)
-            evidence = ()
+            evidence = self._failed_evidence.get(self._key(step), ())
         except Exception as exc:  # a crash in a probe or check decides nothing: ERROR, with where
             where = traceback.extract_tb(exc.__traceback__)[-1]
             result = CheckResult.error(f"{step.probe}/{step.check} crashed: {type(exc).__name__}: {exc} "

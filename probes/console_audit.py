@@ -283,6 +283,10 @@ def commands_documented(observation: Observation, expected: Any) -> CheckResult:
         return CheckResult.failed(*findings, *undecided, evidence=ev)
     if undecided:
         return CheckResult.error(*undecided, evidence=ev)
+    if not facts["probed"]:  # nothing undocumented was tried: the board's own help text decides nothing
+        return CheckResult.error(
+            "no undocumented command name was probed (the step's probe_commands is empty or all of its names "
+            "are listed by help); give probe_commands names the product does not document", evidence=ev)
     if facts["probed"] and not baseline:
         return CheckResult.error(
             f"cannot tell accepted from unknown commands: the console answers an unknown name with nothing "

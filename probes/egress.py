@@ -49,7 +49,7 @@ from harness.evidence import EvidenceStore
 from harness.formats.egress_policy import PolicyError, judge, load_policy
 from harness.formats.flows import analyze_bytes, flow_analysis_from_record, flow_analysis_json, flow_analysis_record
 from harness.formats.pcap import CaptureFormatError
-from harness.interfaces.netcap import CaptureUnavailable, CapturePoint, offline_capture, privilege_problem
+from harness.interfaces.netcap import CaptureUnavailable, CapturePoint, offline_capture, privilege_problem, tool_problem
 from harness.verdict import CheckResult, Observation, ProbeError
 
 PARAMS: dict[str, Any] = {
@@ -270,8 +270,11 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     if capture is not None:
         return _collect_offline(capture, evidence)
     problem = privilege_problem()
-    if problem:
+    if problem:  # only a lack of privilege is "not applicable here"; anything else is ERROR
         return Observation("egress", {"source": "live", "skipped": problem})
+    missing_tool = tool_problem()
+    if missing_tool:
+        raise ProbeError(f"egress capture cannot run: {missing_tool}")
     return _collect_live(board, window, activity, sinkhole, evidence)
 
 
@@ -300,7 +303,10 @@ def flows_within_policy(observation: Observation, expected: Any) -> CheckResult:
     facts = observation.facts
     if facts.get("skipped"):
         return CheckResult.skipped(f"egress not captured: {facts['skipped']}", evidence=ev)
-    if expected is not None and not isinstance(expected, dict):
+    if expected is None:  # an absent policy is not "allow nothing": the step names none, so it decides nothing
+        return CheckResult.error("no egress policy: give the step `reference: egress.policy` (or an inline "
+                                 "`expect: {allow: [...]}`; an empty allow list allows nothing)", evidence=ev)
+    if not isinstance(expected, dict):
         return CheckResult.error(f"the egress policy must be a mapping ({{allow: [...]}}), got {expected!r}",
                                  evidence=ev)
     try:

@@ -300,6 +300,7 @@ def version_not_below_minimum(observation: Observation, expected: Any) -> CheckR
     # Corroborate with the image itself: a known release's version is known from the reference.
     region = expected.get("version_region")
     image_note = "no firmware.version_region in the reference, so only the console's report was compared"
+    # (a reference without version_region opts out of corroboration explicitly; level1's has one)
     if region is not None:
         _, problems = _reference(expected)
         spec = (expected.get("regions") or {}).get(region)
@@ -311,8 +312,10 @@ def version_not_below_minimum(observation: Observation, expected: Any) -> CheckR
         if known is None:
             state = ("was not read" if dump is None else "could not be read" if "error" in dump
                      else "is no known release")
-            image_note = (f"the {region} image {state}, so only the console's report was compared "
-                          f"(L1-FW-INTEGRITY judges the image)")
+            if not findings:  # the console's word alone never passes anti-rollback
+                return CheckResult.error(
+                    f"cannot corroborate the reported version {v['version']}: the {region} image {state} "
+                    f"(L1-FW-INTEGRITY judges the image); a board's own report is not enough to pass", evidence=ev)
         else:
             image_note = f"the {region} image is the known release {known['version']} (evidence {dump['evidence']})"
             if not _same_version(v["version"], known["version"]):

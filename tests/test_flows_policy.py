@@ -768,3 +768,13 @@ def test_load_policy_file_reads_yaml_and_reports_bad_files(tmp_path):
     p.write_text("allow:\n  - {dns: '*'}\n")
     with pytest.raises(PolicyError, match=r"egress.yaml: allow rule 1"):
         load_policy_file(p)
+
+
+def test_dns_tunnel_suspect_is_reported_when_the_board_is_named_by_its_mac_only():
+    """DNS queries carry no MAC: a MAC-only `board:` must not make tunnel suspects vanish."""
+    import hashlib
+    names = [hashlib.md5(bytes([i])).hexdigest() + ".lab.example" for i in range(35)]
+    _, j = _judge(_dns_queries(names), {**POLICY, "board": ["02:00:00:00:00:02"]})
+    tunnel = [v for v in j.violations if v.why.startswith("DNS tunnel suspected under lab.example")]
+    assert len(tunnel) == 1 and tunnel[0].packets == 35
+    assert j.verdict == "FAIL"

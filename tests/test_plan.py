@@ -130,4 +130,5 @@ def test_billion_laughs_does_not_expand():
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
         for i in range(12))
-    assert "unknown field" in _error(bomb) or "plan" in _error(bomb)
+    # anchors are shared, not expanded: the loader returns at once and the shape error is precise
+    assert _error(bomb) == "bad.yaml:1: a: unknown field (known: plan, requirements)"

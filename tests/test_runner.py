@@ -245,3 +245,42 @@ def test_identity_of_a_bridge_without_subsystem_ids_is_decided(tmp_path):
     result = run(board_on(tmp_path, bytes(cfg)), Step("s", "pcie_identity", "identity_matches_reference",
                                                       expect={"vendor_id": 0x8086}))
     assert result.verdict is Verdict.PASS and "none (bridge)" in result.reasons[0]
+
+
+def test_steps_sharing_a_failed_collect_all_cite_its_evidence(tmp_path, fake_probe):
+    def collect(board, params, evidence):
+        evidence.add("serial/transcript.jsonl", b'{"dir":"rx"}\n')
+        raise ProbeError("console lost mid-dump (transcript: evidence serial/transcript.jsonl)")
+    fake_probe.collect = collect
+    fake_probe.CHECKS = {"a": lambda o, e: CheckResult.passed(), "b": lambda o, e: CheckResult.passed()}
+    runner = StepRunner(board_on(tmp_path), EvidenceStore())
+    first, second = Step("s1", "fake", "a"), Step("s2", "fake", "b")
+    results = [runner.run(Requirement("R", "t", "r", (first, second)), s) for s in (first, second)]
+    assert [r.verdict for r in results] == [Verdict.ERROR, Verdict.ERROR]
+    assert [[e.name for e in r.evidence] for r in results] == [["serial/transcript.jsonl"]] * 2
+
+
+def test_egress_check_without_a_policy_is_error_not_allow_nothing():
+    from probes.egress import flows_within_policy
+    result = flows_within_policy(Observation("egress", {"source": "live"}), None)
+    assert result.verdict is Verdict.ERROR and "no egress policy" in result.reasons[0]
+
+
+def test_simulator_that_dies_before_ready_leaves_no_workdir(tmp_path):
+    from harness.board import SimulatedBoardProcess
+    sim = SimulatedBoardProcess("no-such-variant")
+    with pytest.raises(BoardError, match="exited with status"):
+        sim.start()
+    assert not sim.workdir.exists()
+
+
+def test_rollback_check_does_not_pass_on_the_boards_word_alone():
+    """The console says a good version but the version region's image was not read: ERROR, not PASS."""
+    import yaml as _yaml
+    from probes.firmware_dump import version_not_below_minimum
+    firmware = _yaml.safe_load((BOARDS.parent / "references" / "nvidia-h100-sxm5-80gb.yaml").read_text())["firmware"]
+    version = {"version": "96.00.DA.00.0C", "output": "96.00.DA.00.0C", "command": "version",
+               "regex": ".*", "where": "serial/transcript.jsonl line 3"}
+    facts = {"version": version, "dumps": {firmware["version_region"]: {"error": "console lost"}}}
+    result = version_not_below_minimum(Observation("firmware_dump", facts), firmware)
+    assert result.verdict is Verdict.ERROR and "cannot corroborate the reported version" in result.reasons[0]

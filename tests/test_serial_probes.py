@@ -123,8 +123,10 @@ def test_clean_board_passes_with_images_and_transcripts_as_evidence(zoo):
 
 def test_tampered_firmware_fails_integrity_naming_where_the_bytes_differ(zoo):
     results, evidence = zoo("tampered-firmware")
-    assert verdicts(results) == {"L1-FW-INTEGRITY": "FAIL", "L1-FW-ROLLBACK": "PASS",
+    # anti-rollback cannot be corroborated from an image that is no known release: ERROR, not PASS
+    assert verdicts(results) == {"L1-FW-INTEGRITY": "FAIL", "L1-FW-ROLLBACK": "ERROR",
                                  "L1-CONSOLE-COMMANDS": "PASS", "L1-CONSOLE-BOOTLOG": "PASS"}
+    assert "cannot corroborate the reported version" in results["L1-FW-ROLLBACK"].reasons[0]
     (reason,) = results["L1-FW-INTEGRITY"].reasons
     clean_sha = load_reference(REFERENCE_PATH).lookup("firmware.regions.vbios.images")[0]["sha256"]
     ref = next(e for e in results["L1-FW-INTEGRITY"].evidence if e.name == "firmware/vbios.bin")
@@ -138,7 +140,7 @@ def test_tampered_firmware_fails_integrity_naming_where_the_bytes_differ(zoo):
     released = region_image("vbios", CLEAN_CONSOLE["regions"]["vbios"])
     diff = [i for i in range(len(released)) if released[i] != measured[i]]
     assert diff == [0x3A7F1]
-    assert "only the console's report was compared" in results["L1-FW-ROLLBACK"].reasons[0]
+    assert "the vbios image is no known release" in results["L1-FW-ROLLBACK"].reasons[0]
 
 
 def test_rollback_is_a_known_image_below_the_minimum(zoo):
@@ -617,3 +619,13 @@ def test_serial_show_prints_a_transcript_with_line_numbers(tmp_path):
     (tmp_path / "not.jsonl").write_text("hello\n")
     bad = attestlab("serial", "show", str(tmp_path / "not.jsonl"))
     assert bad.returncode == 2 and "line 1: not JSON" in bad.stderr
+
+
+def test_an_audit_that_probes_no_undocumented_name_is_error_not_pass(console_sim):
+    """With nothing probed, only the board's own help text would speak for it: undecided."""
+    console = small_console()
+    with console_sim(console).board(reference_for(console)) as board:
+        params = {**AUDIT_PARAMS, "probe_commands": []}
+        result = run_step(board, "console_audit", "commands_documented",
+                          reference="console.documented_commands", params=params)
+    assert result.verdict is Verdict.ERROR and "no undocumented command name was probed" in result.reasons[0]

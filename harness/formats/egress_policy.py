@@ -585,16 +585,15 @@ def _tunnel_violations(policy: EgressPolicy, analysis: FlowAnalysis) -> list[Vio
     out = []
     for s in analysis.tunnel_suspects:
         suffix = "." + s.parent
-        qs = [q for q in analysis.dns_queries
-              if _norm_name(q.name).endswith(suffix)
-              and (not (policy.board_networks or policy.board_macs)
-                   or _in(_addr(q.src), policy.board_networks))]
+        matching = [q for q in analysis.dns_queries if _norm_name(q.name).endswith(suffix)]
+        # DNS queries carry no MAC: narrow to the board's addresses where the policy gives some, and
+        # never drop a suspect because the narrowing left nothing (better a named alarm than a miss).
+        qs = [q for q in matching if _in(_addr(q.src), policy.board_networks)] if policy.board_networks else matching
+        qs = qs or matching
         first = min((q.timestamp_ns for q in qs), default=0)
         last = max((q.timestamp_ns for q in qs), default=0)
         src = qs[0].src if qs else ""
         dst = qs[0].dst if qs else ""
-        if not qs and (policy.board_networks or policy.board_macs):
-            continue
         out.append(Violation(
             proto="dns", src=src, dst=dst, sport=None, dport=53, names=s.examples,
             packets=len(qs), bytes=0, first_seen=iso_ns(first), last_seen=iso_ns(last),

@@ -360,6 +360,11 @@ def privilege_problem() -> str | None:
         return (f"capturing the board's network needs {' and '.join(missing)} to create a network "
                 f"namespace and move the interface into it; run the harness as root (sudo). "
                 f"A bench NIC can only be taken by root; {_userns_note()}")
+    return None
+
+
+def tool_problem() -> str | None:
+    """A missing tool is a broken setup, not a lack of privilege: the caller reports it as ERROR."""
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed; install iproute2"
     return None
@@ -652,7 +657,7 @@ class CapturePoint:
         """Create the namespace, take the interface, start capturing. Raises CaptureUnavailable."""
         if self._ns_created or self._stopped:
             raise RuntimeError("a CapturePoint is started once")
-        problem = privilege_problem()
+        problem = privilege_problem() or tool_problem()
         if problem:
             raise CaptureUnavailable(problem)
         try:
