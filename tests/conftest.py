@@ -74,3 +74,31 @@ def zoo_run(tmp_path_factory):
 
     yield run
     pool.shutdown(wait=True, cancel_futures=True)
+
+
+def start_console_simulator(profile: dict, workdir: Path) -> tuple[subprocess.Popen, dict]:
+    """The simulated console (`python -m fixtures.sim.console`) in its own process, and the
+    endpoint it announces (url of its pty, prompt, ...)."""
+    import json
+    import select
+    proc = subprocess.Popen([sys.executable, "-m", "fixtures.sim.console", "--profile-json", json.dumps(profile),
+                             "--workdir", str(workdir)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready, _, _ = select.select([proc.stdout], [], [], 20)
+    line = proc.stdout.readline() if ready else b""
+    if not line:
+        proc.kill()
+        raise RuntimeError(f"console simulator did not announce its endpoint: {proc.stderr.read().decode()}")
+    return proc, json.loads(line)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM, then SIGKILL after 5 s: simulators never outlive the test that started them."""
+    import signal
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import select
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +30,8 @@ from harness.interfaces.serial import (
     unescape_text,
 )
 from harness.verdict import ProbeError
+
+from conftest import start_console_simulator, stop_processes
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "h100-bmc> "
@@ -79,28 +78,13 @@ def sim(tmp_path):
 
     def start(**overrides) -> Sim:
         profile = {"console": {**BASE, **overrides}}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fixtures.sim.console", "--profile-json", json.dumps(profile), "--workdir", str(tmp_path)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc, endpoint = start_console_simulator(profile, tmp_path)
         procs.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        line = proc.stdout.readline() if ready else b""
-        if not line:
-            proc.kill()
-            raise RuntimeError(f"simulator did not announce its endpoint: {proc.stderr.read().decode()}")
-        endpoint = json.loads(line)
         assert endpoint["url"].startswith("/dev/") and endpoint["prompt"] == PROMPT
         return Sim(proc, endpoint, profile)
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    stop_processes(procs)
 
 
 # --- talking to the board ---

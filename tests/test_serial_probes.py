@@ -13,10 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import select
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -43,7 +40,7 @@ from harness.verdict import CheckResult, Observation, Verdict
 from probes.console_audit import help_names
 from probes.firmware_dump import block_digests, digests_match_reference, version_not_below_minimum
 
-from conftest import BOARDS, PLAN, ROOT
+from conftest import BOARDS, PLAN, ROOT, start_console_simulator, stop_processes
 
 REFERENCE_PATH = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
 SERIAL_REQUIREMENTS = ("L1-FW-INTEGRITY", "L1-FW-ROLLBACK", "L1-CONSOLE-COMMANDS", "L1-CONSOLE-BOOTLOG")
@@ -247,26 +244,12 @@ def console_sim(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(console: dict) -> ConsoleProcess:
-        proc = subprocess.Popen([sys.executable, "-m", "fixtures.sim.console", "--profile-json",
-                                 json.dumps({"console": console}), "--workdir", str(tmp_path)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc, endpoint = start_console_simulator({"console": console}, tmp_path)
         procs.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        line = proc.stdout.readline() if ready else b""
-        if not line:
-            proc.kill()
-            raise RuntimeError(f"console simulator did not start: {proc.stderr.read().decode()}")
-        return ConsoleProcess(proc, json.loads(line))
+        return ConsoleProcess(proc, endpoint)
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    stop_processes(procs)
 
 
 def run_step(board: Board, probe: str, check: str, *, reference: str | None = None, params=None,
