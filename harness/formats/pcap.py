@@ -364,27 +364,31 @@ def _pcapng_blocks(buf: bytes, e: str, anoms: _Anomalies, stats: _StatsAcc) -> I
                       f"unreadable", True)
             return
 
-        if btype == _EPB:
+        if btype == _EPB or btype == _PB_OBSOLETE:
+            # The obsolete Packet Block is an EPB with a 16-bit interface id and a drop count.
+            kind = "enhanced packet block" if btype == _EPB else "packet block"
             if blen < 32:
-                anoms.add("bad block", f"enhanced packet block at offset {off}: length {blen} too "
-                          f"short", True)
+                anoms.add("bad block", f"{kind} at offset {off}: length {blen} too short", True)
             else:
-                iface_id, tsh, tsl, caplen, orig = epb(buf, off + 8)
+                if btype == _EPB:
+                    iface_id, tsh, tsl, caplen, orig = epb(buf, off + 8)
+                else:
+                    iface_id, _drops, tsh, tsl, caplen, orig = struct.unpack_from(e + "HHIIII", buf, off + 8)
                 if caplen > blen - 32:
-                    anoms.add("bad block", f"enhanced packet block at offset {off}: captured "
+                    anoms.add("bad block", f"{kind} at offset {off}: captured "
                               f"length {caplen} exceeds the block", True)
                 elif iface_id >= len(ifaces):
-                    anoms.add("unknown interface", f"enhanced packet block at offset {off}: "
+                    anoms.add("unknown interface", f"{kind} at offset {off}: "
                               f"interface {iface_id} was never described", True)
                 else:
                     ifc = ifaces[iface_id]
                     ts = (((tsh << 32 | tsl) * ifc.mul // ifc.div) >> ifc.shift) + ifc.offset_ns
                     last_ts = ts
                     if ifc.snaplen and caplen > ifc.snaplen:
-                        anoms.add("snaplen", f"enhanced packet block at offset {off}: captured "
+                        anoms.add("snaplen", f"{kind} at offset {off}: captured "
                                   f"length {caplen} exceeds snaplen {ifc.snaplen}", False)
                     if orig < caplen:
-                        anoms.add("orig_len", f"enhanced packet block at offset {off}: original "
+                        anoms.add("orig_len", f"{kind} at offset {off}: original "
                                   f"length {orig} is less than captured length {caplen}", False)
                         orig = caplen
                     yield (ts, ifc.linktype, buf[off + 28:off + 28 + caplen], orig, ifc.index)
@@ -439,25 +443,6 @@ def _pcapng_blocks(buf: bytes, e: str, anoms: _Anomalies, stats: _StatsAcc) -> I
                     caplen = min(caplen, ifc.snaplen)
                 # SPBs carry no timestamp; the previous packet's keeps flow timing ordered.
                 yield (last_ts, ifc.linktype, buf[off + 12:off + 12 + caplen], orig, ifc.index)
-        elif btype == _PB_OBSOLETE:
-            if blen < 32:
-                anoms.add("bad block", f"packet block at offset {off}: length {blen} too short",
-                          True)
-            else:
-                iface_id, _drops, tsh, tsl, caplen, orig = struct.unpack_from(e + "HHIIII", buf,
-                                                                              off + 8)
-                if caplen > blen - 32:
-                    anoms.add("bad block", f"packet block at offset {off}: captured length "
-                              f"{caplen} exceeds the block", True)
-                elif iface_id >= len(ifaces):
-                    anoms.add("unknown interface", f"packet block at offset {off}: interface "
-                              f"{iface_id} was never described", True)
-                else:
-                    ifc = ifaces[iface_id]
-                    ts = (((tsh << 32 | tsl) * ifc.mul // ifc.div) >> ifc.shift) + ifc.offset_ns
-                    last_ts = ts
-                    yield (ts, ifc.linktype, buf[off + 28:off + 28 + caplen], max(orig, caplen),
-                           ifc.index)
         elif btype == _ISB:
             if blen >= 24:
                 iface_id = u32(buf, off + 8)[0]
