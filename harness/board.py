@@ -10,9 +10,9 @@ See docs/board-config.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +26,7 @@ from typing import Any
 from harness import interfaces
 from harness.reference import Reference, load_reference
 from harness.verdict import ProbeError
-from harness.yamlio import Section, YamlError, load_yaml_file
+from harness.yamlio import Section, YamlError, load_yaml_file_with_digest
 
 
 def display_path(path: str | Path) -> str:
@@ -55,15 +55,29 @@ class BoardConfig:
 
 
 _BOARD_FIELDS = {"name", "description", "reference", "simulated", "pins"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_DSN = re.compile(r"^[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){7}$")  # as lspci prints it, most significant first
+
+
+def _matching(section: Section, key: str, pattern: re.Pattern, what: str, required: bool = True) -> str | None:
+    value = section.text(key, required=required)
+    if value is not None and not pattern.match(value):
+        raise section.error(key, f"{value!r} is not {what}")
+    return value
 
 
 def load_board_config(path: str | Path) -> BoardConfig:
+    """Read and validate a board config; every mistake is a YamlError `file:line: field: why`.
+
+    Each field is checked here, before anything runs: a bad config gives no verdict at all."""
     path = Path(path)
-    doc = load_yaml_file(path)
+    doc, digest = load_yaml_file_with_digest(path)
     top = Section(doc, str(path))
     top.reject_unknown({"board", "interfaces"})
     board = top.mapping("board")
     board.reject_unknown(_BOARD_FIELDS)
+    name = _matching(board, "name", _NAME, "a board name (letters, digits, _ . -; at most 64)")
     reference = Path(board.text("reference"))
     if not reference.is_absolute():
         reference = path.parent / reference
@@ -74,22 +88,28 @@ def load_board_config(path: str | Path) -> BoardConfig:
             if kind not in interfaces.OPENERS:
                 raise ifaces.error(kind, f"unknown interface kind (known: {', '.join(sorted(interfaces.OPENERS))})")
             settings = ifaces.mapping(kind)
+            for key in settings.data:
+                if not isinstance(key, str):
+                    raise settings.error(key, "setting names are strings")
             found[kind] = dict(settings.data)
-    simulated = board.text("simulated", required=False)
+    simulated = _matching(board, "simulated", _VARIANT, "a simulator profile name (letters, digits, _ -)",
+                          required=False)
     if not found and not simulated:
         raise top.error("interfaces", "a bench board needs at least one interface")
     pins = board.mapping("pins", required=False)
     if pins is not None:
         pins.reject_unknown({"dsn"})
+        _matching(pins, "dsn", _DSN, "a Device Serial Number as lspci prints it (8 hex bytes, "
+                                     "dash-separated, e.g. a1-df-09-95-b8-2d-b0-48)")
     return BoardConfig(
-        name=board.text("name"),
+        name=name,
         description=board.text("description", required=False, default="") or "",
         reference_path=reference,
         simulated=simulated,
-        pins=dict(pins.data) if pins else {},
+        pins={k: str(v) for k, v in pins.data.items()} if pins else {},
         interfaces=found,
         path=str(path),
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=digest,
     )
 
 

@@ -2,7 +2,7 @@
 
 Commands:
   attestlab run --plan PLAN --board BOARD --key LAB.key [--out DIR]   run a test plan, sign the result
-  attestlab verify RESULT.dsse.json --pubkey LAB.pub                  check a signed result and its evidence
+  attestlab verify RESULT.dsse.json --pubkey LAB.pub [--plan PLAN]    check a signed result and its evidence
   attestlab pcie show TARGET [--json]                                 decode a PCIe function's config space
   attestlab serial show TRANSCRIPT                                    print a console transcript (evidence) readably
   attestlab egress analyze CAPTURE --policy POLICY [--json]           judge a pcap/pcapng against an egress policy
@@ -15,6 +15,7 @@ decide: a timeout, a disconnect, malformed data, a missing reference, a bad plan
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -64,6 +65,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return {Verdict.PASS: EXIT_PASS, Verdict.FAIL: EXIT_FAIL}.get(outcome.verdict, EXIT_ERROR)
 
 
+def _expectation_text(expectation: dict) -> str:
+    """Where a step's expectation came from, for `verify`; one from the plan stands out."""
+    if expectation.get("source") == "reference":
+        return (f"expectation: reference {expectation.get('key')} "
+                f"(profile sha256 {str(expectation.get('profile_sha256'))[:16]}…)")
+    if expectation.get("source") == "plan":
+        return f"expectation: FROM THE PLAN (expect: at line {expectation.get('line')}), not the reference profile"
+    if expectation.get("source") == "none":
+        return "expectation: none (the check decides from the step's params in the plan)"
+    return "expectation: not recorded"
+
+
+def _verify_against(args: argparse.Namespace, record: dict) -> tuple[int, list[str]]:
+    """Problems with --plan / --reference: (exit status for bad input or 0, mismatches)."""
+    from harness.files import read_capped
+    from harness.plan import load_plan
+    from harness.results.bundle import plan_mismatches, reference_mismatches
+    from harness.yamlio import MAX_YAML_BYTES, YamlError
+
+    problems: list[str] = []
+    if args.plan:
+        try:
+            problems += plan_mismatches(record, load_plan(args.plan))
+        except YamlError as exc:
+            print(f"attestlab verify: --plan {exc}", file=sys.stderr)
+            return EXIT_ERROR, []
+    if args.reference:
+        try:
+            digest = hashlib.sha256(read_capped(args.reference, MAX_YAML_BYTES)).hexdigest()
+        except OSError as exc:
+            print(f"attestlab verify: --reference {args.reference}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR, []
+        problems += reference_mismatches(record, digest, args.reference)
+    return 0, problems
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from harness.results.bundle import verify_result
     from harness.results.dsse import VerificationError
@@ -75,28 +112,84 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"NOT VERIFIED: {exc}", file=sys.stderr)
         return EXIT_FAIL
     record = verified.record
+    status, mismatches = _verify_against(args, record)
+    if status:
+        return status
+    plan, board = record["plan"], record["board"]
+    steps = [(req, step) for req in record.get("requirements", []) for step in req.get("steps", [])]
+    from_plan = [f"{req.get('id')}::{step.get('step')}" for req, step in steps
+                 if (step.get("expectation") or {}).get("source") == "plan"]
     if args.json:
-        print(json.dumps({"verified": True, "keyid": verified.keyid, "run_id": record.get("run_id"),
-                          "verdict": record.get("verdict"), "complete": not record.get("not_run"),
-                          "blobs_checked": verified.blobs_checked,
-                          "requirements": {r["id"]: r["verdict"] for r in record.get("requirements", [])}},
-                         indent=2))
-        return EXIT_PASS
+        print(json.dumps({"verified": not mismatches, "signature_verified": True, "keyid": verified.keyid,
+                          "run_id": record.get("run_id"), "verdict": record.get("verdict"),
+                          "complete": not record.get("not_run"), "blobs_checked": verified.blobs_checked,
+                          "plan": {k: plan.get(k) for k in ("id", "version", "path", "sha256")},
+                          "reference": board.get("reference"),
+                          "requirements": {r.get("id"): r.get("verdict") for r in record.get("requirements", [])},
+                          "expectations": {f"{req.get('id')}::{step.get('step')}": step.get("expectation")
+                                           for req, step in steps},
+                          "expectations_from_plan": from_plan,
+                          "tests": [{k: t.get(k) for k in ("nodeid", "outcome", "verdict")}
+                                    for t in record.get("tests", [])],
+                          "mismatches": mismatches}, indent=2))
+        return EXIT_FAIL if mismatches else EXIT_PASS
+    declared = [s for r in plan.get("requirements") or [] for s in r.get("steps") or []]
     print(f"verified: {verified.envelope}")
     print(f"  signed by key {verified.keyid}")
-    print(f"  run {record.get('run_id')}: plan {record['plan'].get('id')} {record['plan'].get('version')} "
-          f"on board {record['board'].get('name')}")
+    print(f"  run {record.get('run_id')}: plan {plan.get('id')} {plan.get('version')} on board {board.get('name')}")
+    print(f"  plan {plan.get('path')} sha256 {plan.get('sha256')}: {len(plan.get('requirements') or [])} "
+          f"requirement(s), {len(declared)} step(s)")
+    reference = board.get("reference") if isinstance(board.get("reference"), dict) else {}
+    print(f"  reference profile {reference.get('path')} sha256 {reference.get('sha256')}")
     for req in record.get("requirements", []):
-        print(f"  {req['verdict']:<6} {req['id']}")
+        print(f"  {req.get('verdict'):<6} {req.get('id')}")
+        for step in req.get("steps", []):
+            print(f"           {step.get('step')}: {step.get('verdict')}; "
+                  f"{_expectation_text(step.get('expectation') or {})}")
+    if from_plan:
+        print(f"  NOTE: {len(from_plan)} step(s) compared against an expectation written in the plan itself, "
+              f"not the board's reference profile: {', '.join(from_plan)}")
+    tests = record.get("tests", [])
+    others = [t for t in tests if t.get("verdict") != "PASS" and not t.get("step")]
+    if tests:
+        print(f"  session: {len(tests)} test item(s) ran in the signed session")
+    for test in others:
+        print(f"  {test.get('verdict'):<6} {test.get('nodeid')} (pytest: {test.get('outcome')})")
     if record.get("not_run"):
-        print(f"  INCOMPLETE: {len(record['not_run'])} plan step(s) not run: {', '.join(record['not_run'])}")
+        print(f"  INCOMPLETE: {len(record.get('not_run'))} plan step(s) not run: {', '.join(record.get('not_run'))}")
     print(f"  overall {record.get('verdict')}; {verified.blobs_checked} evidence blobs match their digests")
-    return EXIT_PASS
+    if args.plan and not mismatches:
+        print(f"  plan {args.plan}: the record came from exactly this plan")
+    if args.reference and not mismatches:
+        print(f"  reference {args.reference}: the record's expectations came from exactly this profile")
+    for problem in mismatches:
+        print(f"NOT FROM THE GIVEN FILES: {problem}", file=sys.stderr)
+    return EXIT_FAIL if mismatches else EXIT_PASS
+
+
+_MAX_DUMP_BYTES = 4 * 1024 * 1024  # `lspci -xxxx` of a whole machine is well below this
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def config_space_from_file(raw: bytes) -> bytes:
+    """The config-space bytes of a file: `lspci -x…` text, or else the raw binary as sysfs has it.
+
+    It is text only if every byte is printable ASCII or a line break and lspci's grammar finds
+    exactly one device in it; a binary dump whose first bytes happen to read `ab:` is binary."""
+    from harness.formats.pci_config import ConfigSpaceError, parse_lspci_hex_dump
+
+    if raw and all(b in _TEXT_BYTES for b in raw):
+        dumps = parse_lspci_hex_dump(raw.decode("ascii"))
+        if len(dumps) > 1:
+            raise ConfigSpaceError(f"expected one device in the lspci dump, found {len(dumps)}")
+        if dumps:
+            return next(iter(dumps.values()))
+    return raw
 
 
 def cmd_pcie_show(args: argparse.Namespace) -> int:
-    from harness.formats.pci_config import (ConfigSpaceError, config_space_json, decode_config_space,
-                                            format_dsn, parse_lspci_hex_dump)
+    from harness.files import read_capped
+    from harness.formats.pci_config import ConfigSpaceError, config_space_json, decode_config_space, format_dsn
     from harness.interfaces.pcie import PcieFunction, PcieUnavailable, resolve_sysfs_path
 
     target = resolve_sysfs_path(args.target)
@@ -104,15 +197,11 @@ def cmd_pcie_show(args: argparse.Namespace) -> int:
         if target.is_dir():
             raw = PcieFunction(target).config_space()
         else:
-            raw = target.read_bytes()
-            if raw[:1].isalnum() and b":" in raw[:16]:  # `lspci -xxx` text rather than binary
-                dumps = parse_lspci_hex_dump(raw.decode("ascii", errors="replace"))
-                if len(dumps) != 1:
-                    raise ConfigSpaceError(f"{target}: expected one device in the lspci dump, found {len(dumps)}")
-                raw = next(iter(dumps.values()))
+            raw = config_space_from_file(read_capped(target, _MAX_DUMP_BYTES))
         cs = decode_config_space(raw)
     except (OSError, PcieUnavailable, ConfigSpaceError) as exc:
-        print(f"attestlab pcie show: {target}: {exc}", file=sys.stderr)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"attestlab pcie show: {target}: {why}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         print(json.dumps(config_space_json(cs), indent=2))
@@ -149,15 +238,32 @@ def _egress_policy_doc(path: str):
     return doc, "policy file"
 
 
+def load_egress_policy(path: str):
+    """(EgressPolicy, what kind of file it came from) for a policy file or a reference profile.
+
+    The one place an egress policy is read from a file (harness.formats does no I/O).
+    PolicyError naming the file when it cannot be read or is not a valid policy.
+    """
+    from harness.formats.egress_policy import PolicyError, load_policy
+
+    doc, kind = _egress_policy_doc(path)
+    try:
+        return load_policy(doc), kind
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+
+
+_MAX_VIOLATION_ROWS = 50  # a flood is summed up by its own violation, not printed row by row
+
+
 def cmd_egress_analyze(args: argparse.Namespace) -> int:
-    from harness.formats.egress_policy import PolicyError, egress_report_json, judge, load_policy
+    from harness.formats.egress_policy import PolicyError, egress_report_json, judge
     from harness.formats.flows import analyze_bytes
     from harness.formats.pcap import CaptureFormatError
     from harness.interfaces.netcap import CaptureUnavailable, offline_capture
 
     try:
-        doc, kind = _egress_policy_doc(args.policy)
-        policy = load_policy(doc)
+        policy, kind = load_egress_policy(args.policy)
     except PolicyError as exc:
         print(f"attestlab egress analyze: policy {exc}" if not str(exc).startswith(args.policy)
               else f"attestlab egress analyze: {exc}", file=sys.stderr)
@@ -190,7 +296,8 @@ def cmd_egress_analyze(args: argparse.Namespace) -> int:
         print(f"  not judged: {judgement.not_judged_flows} flow(s) started by hosts other than the policy's board")
     if judgement.violations:
         rows = [("PROTO", "SOURCE", "DESTINATION", "NAMES", "PKTS", "BYTES", "FIRST SEEN", "LAST SEEN")]
-        for v in judgement.violations:
+        shown = judgement.violations[:_MAX_VIOLATION_ROWS]
+        for v in shown:
             dst = v.dst if v.dport is None or v.proto not in ("tcp", "udp", "sctp", "udplite") else (
                 f"[{v.dst}]:{v.dport}" if ":" in v.dst else f"{v.dst}:{v.dport}")
             names = ", ".join(v.names[:3]) + (f" (+{len(v.names) - 3})" if len(v.names) > 3 else "")
@@ -202,6 +309,8 @@ def cmd_egress_analyze(args: argparse.Namespace) -> int:
             print("  " + "  ".join(c[:60].ljust(w) for c, w in zip(r, widths)).rstrip())
             if n:
                 print(f"      why: {judgement.violations[n - 1].why}")
+        if len(judgement.violations) > len(shown):
+            print(f"  ... {len(judgement.violations) - len(shown)} more violations (--json lists them)")
     if judgement.errors:
         print("\ncannot be fully judged:")
         for e in judgement.errors:
@@ -215,11 +324,12 @@ def cmd_egress_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_serial_show(args: argparse.Namespace) -> int:
-    from harness.interfaces.serial import Transcript
+    from harness.files import read_capped
+    from harness.interfaces.serial import MAX_TRANSCRIPT_BYTES, Transcript
 
     try:
-        transcript = Transcript.from_jsonl(Path(args.transcript).read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        transcript = Transcript.from_jsonl(read_capped(args.transcript, MAX_TRANSCRIPT_BYTES))
+    except (OSError, ValueError) as exc:  # FileRefused (a FIFO, /dev/zero, too large) is an OSError
         print(f"attestlab serial show: {args.transcript}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     limit = args.max_chunk_bytes if args.max_chunk_bytes > 0 else None
@@ -263,10 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="verify a signed result and every evidence blob",
                             description="Check the DSSE signature, the in-toto statement, and that every "
-                                        "evidence blob next to it has the digest that was signed. "
-                                        "Exit status 0 verified, 1 not verified.")
+                                        "evidence blob next to it has the digest that was signed; print "
+                                        "where each step's expectation came from. Exit status 0 verified, "
+                                        "1 not verified (or not from the --plan/--reference given), 2 bad input.")
     verify.add_argument("envelope", help="path to result.dsse.json")
     verify.add_argument("--pubkey", required=True, help="the lab's public key (PEM)")
+    verify.add_argument("--plan", metavar="PLAN.yaml",
+                        help="also check the result came from exactly this plan file: its sha256, its "
+                             "requirements and steps, where each step's expectation came from (exit 1 if not)")
+    verify.add_argument("--reference", metavar="PROFILE.yaml",
+                        help="also check the expectations came from exactly this reference profile (exit 1 if not)")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=cmd_verify)
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.yamlio import Section, YamlError, load_yaml_text
+from harness.files import read_capped
+from harness.yamlio import MAX_YAML_BYTES, Section, YamlError, load_yaml_text
 
 PlanError = YamlError  # a bad plan is reported like any other bad YAML file: file:line: field: why
 
@@ -109,7 +110,10 @@ def _requirement(data: Any, source: str, path: str, line: int) -> Requirement:
 
 
 def parse_plan(text: str, source: str) -> Plan:
-    """Validate plan text; raises PlanError naming file, line and field."""
+    """Validate plan text; raises PlanError naming file, line and field.
+
+    The digest is over the text's UTF-8 bytes: for a file, exactly its bytes (UTF-8 decoding
+    round-trips). Results bind it, and `attestlab verify --plan` compares it."""
     doc = load_yaml_text(text, source)
     if doc is None:
         raise YamlError(f"{source}: the plan is empty")
@@ -139,7 +143,7 @@ def parse_plan(text: str, source: str) -> Plan:
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_capped(path, MAX_YAML_BYTES).decode("utf-8")
     except OSError as exc:
         raise YamlError(f"{path}: cannot read plan: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

@@ -8,6 +8,11 @@ A plan file is collected as requirements, each with one test item per step
 FAIL → failed, ERROR → error (raised during setup), SKIP → skipped, each with its reasons.
 At the end: a summary table by requirement and, with a key, a signed result directory.
 Fixtures `board` and `evidence` serve hand-written tests on the same board and record.
+
+Every test item of the session counts, not only plan steps: a hand-written test that fails,
+errors or is skipped, a collection error, or an interrupted session makes the signed verdict
+FAIL, ERROR or SKIP accordingly (the record's `tests` list says which). The signed result
+never says PASS while pytest reports a failure.
 """
 
 from __future__ import annotations
@@ -23,16 +28,27 @@ import pytest
 
 from harness.board import Board, display_path
 from harness.evidence import EvidenceStore
+from harness.files import read_head
 from harness.plan import Plan, Requirement, Step, load_plan
 from harness.results.bundle import write_signed_result
+from harness.results.canonical import plain_json
 from harness.results.keys import KeyError_, load_private_key
-from harness.results.record import RequirementResult, RunRecord, harness_info, host_info, plan_summary
+from harness.results.record import (RequirementResult, RunRecord, SessionTest, harness_info, host_info,
+                                    plan_summary)
 from harness.runner import StepRunner, requirement_verdict, utc_now, validate_plan_steps
 from harness.verdict import StepResult, Verdict
 from harness.yamlio import YamlError
 
 _PLAN_MARK = re.compile(rb"^plan\s*:", re.M)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# pytest's outcome of a test item → what it means for the signed verdict. An expected failure
+# (xfail) did not pass; an unexpected pass of a non-strict xfail did.
+OUTCOME_VERDICT = {"passed": Verdict.PASS, "xpassed": Verdict.PASS, "skipped": Verdict.SKIP,
+                   "xfailed": Verdict.SKIP, "error": Verdict.ERROR, "failed": Verdict.FAIL}
+_SUMMARY_LINES, _SUMMARY_CHARS = 20, 2000
+# pytest exit statuses that say the session itself did not complete (interrupted, internal or
+# usage error, nothing collected): the run cannot pass.
+_SESSION_BROKEN = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +85,8 @@ class AttestlabSession:
         self.evidence = EvidenceStore()
         self.plan: Plan | None = None
         self.results: list[StepResult] = []
+        self.tests: dict[str, dict[str, Any]] = {}   # nodeid → outcome, summary, evidence, in run order
+        self.exitstatus = 0
         self.outcome: RunOutcome | None = None
         self.started = utc_now()
         self._board: Board | None = None
@@ -118,10 +136,41 @@ class AttestlabSession:
         return tuple(f"{req.id}::{step.id}" for req in self.plan.requirements for step in req.steps
                      if (req.id, step.id) not in done) if self.plan else ()
 
+    def record_report(self, nodeid: str, outcome: str | None, summary: str = "") -> None:
+        """Fold one pytest report (a phase of a test item, or a collector) into the session tests."""
+        entry = self.tests.setdefault(nodeid, {"outcome": None, "summary": "", "evidence": (), "step": ""})
+        if outcome is None:
+            return
+        if entry["outcome"] is None or OUTCOME_VERDICT[outcome].severity > OUTCOME_VERDICT[entry["outcome"]].severity:
+            entry["outcome"] = outcome
+            entry["summary"] = summary
+        elif summary and OUTCOME_VERDICT[outcome] is not Verdict.PASS and not entry["summary"]:
+            entry["summary"] = summary
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.record_report(report.nodeid, _report_outcome(report), _report_summary(report))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        # A test file that cannot be collected, or skips itself whole, ran nothing it should have.
+        if report.failed or report.skipped:
+            self.record_report(report.nodeid or "<collection>", "error" if report.failed else "skipped",
+                               _report_summary(report))
+
+    def session_tests(self) -> tuple[SessionTest, ...]:
+        tests = [SessionTest(nodeid, e["outcome"], OUTCOME_VERDICT[e["outcome"]], e["summary"], e["evidence"], e["step"])
+                 for nodeid, e in self.tests.items() if e["outcome"] is not None]
+        broken = _SESSION_BROKEN.get(int(self.exitstatus))
+        if broken:
+            tests.append(SessionTest("<session>", "error", Verdict.ERROR,
+                                     f"pytest exit status {int(self.exitstatus)} ({broken})"))
+        return tuple(tests)
+
     def overall(self, requirements: tuple[RequirementResult, ...]) -> Verdict:
-        """The worst requirement; a run that left plan steps out cannot PASS the plan."""
+        """The worst requirement and the worst test of the session; a run that left plan steps
+        out cannot PASS the plan."""
         incomplete = [Verdict.ERROR] if self.not_run() else []
-        return Verdict.worst([*(r.verdict for r in requirements), *incomplete])
+        return Verdict.worst([*(r.verdict for r in requirements), *(t.verdict for t in self.session_tests()),
+                              *incomplete])
 
     def finish(self) -> None:
         board_identity = None
@@ -148,7 +197,8 @@ class AttestlabSession:
             record = RunRecord(run_id=run_id, plan=plan_summary(self.plan, display_path(self.plan.path)),
                                board=board_identity or {}, verdict=verdict, requirements=requirements,
                                evidence=self.evidence.refs, started=self.started, finished=utc_now(),
-                               harness=harness_info(), host=host_info(), not_run=self.not_run())
+                               harness=harness_info(), host=host_info(), not_run=self.not_run(),
+                               tests=self.session_tests())
             envelope = write_signed_result(self.out, record, self.evidence, self._private_key)
         self.outcome = RunOutcome(verdict, envelope, requirements)
 
@@ -161,18 +211,31 @@ def attestlab_session(config: pytest.Config) -> AttestlabSession:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_SESSION] = AttestlabSession(config)
+    state = AttestlabSession(config)
+    config.stash[_SESSION] = state
+    config.pluginmanager.register(state, "attestlab-session")  # its report hooks see every test
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.suffix in (".yaml", ".yml"):
         try:
-            head = file_path.read_bytes()[:65536]
+            head = read_head(file_path, 65536)  # a FIFO or a huge file named *.yaml is not read
         except OSError:
             return None
         if _PLAN_MARK.search(head):
             return PlanFile.from_parent(parent, path=file_path)
     return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` on one line with control characters escaped: a reason quoting the board's bytes must
+    not move the operator's cursor, clear a line, reorder text or start a line of its own (an ESC
+    sequence or a newline that shows FAIL as PASS on screen)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
 
 
 class StepVerdict(Exception):
@@ -185,7 +248,7 @@ class StepVerdict(Exception):
     def describe(self) -> str:
         r = self.result
         lines = [f"{r.verdict.value}: {r.requirement}::{r.step} ({r.probe}/{r.check})"]
-        lines += [f"  - {reason}" for reason in r.reasons]
+        lines += [f"  - {terminal_safe(reason)}" for reason in r.reasons]
         lines += [f"  evidence {e.name} sha256:{e.sha256}" for e in r.evidence]
         return "\n".join(lines)
 
@@ -243,6 +306,44 @@ class StepItem(pytest.Item):
             f"{self.requirement.id}::{self.step.id} [{self.step.probe}/{self.step.check}]"
 
 
+def _report_outcome(report: pytest.TestReport) -> str | None:
+    """A phase's outcome; None for a passing setup or teardown (they say nothing on their own)."""
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.skipped:
+        return "skipped"
+    if report.passed:
+        return "passed" if report.when == "call" else None
+    return "failed" if report.when == "call" else "error"
+
+
+def _report_summary(report) -> str:
+    """The end of pytest's report, as text the signed record can hold (board bytes quoted in an
+    assertion may hold lone surrogates, which UTF-8 cannot)."""
+    if report.passed:
+        return ""
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:  # a skip: (file, line, reason)
+        text = str(report.longrepr[2])
+    else:
+        text = "\n".join(report.longreprtext.rstrip().splitlines()[-_SUMMARY_LINES:])
+    return plain_json(text[-_SUMMARY_CHARS:])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """Evidence a hand-written test adds while it runs is cited by its entry in `tests`."""
+    state = attestlab_session(item.config)
+    before = len(state.evidence.refs)
+    yield
+    entry = state.tests.get(item.nodeid)
+    if entry is None:
+        return
+    if isinstance(item, StepItem):  # its evidence is in its StepResult
+        entry["step"] = f"{item.requirement.id}::{item.step.id}"
+    else:
+        entry["evidence"] = state.evidence.refs[before:]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
@@ -257,7 +358,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    attestlab_session(session.config).finish()
+    state = attestlab_session(session.config)
+    state.exitstatus = exitstatus
+    state.finish()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -274,7 +377,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             for step in req.steps:
                 if step.verdict is not Verdict.PASS:
                     for reason in step.reasons[:5]:
-                        tr.write_line(f"{'':<6} {'':<{width}}    {step.step}: {reason}")
+                        tr.write_line(f"{'':<6} {'':<{width}}    {step.step}: {terminal_safe(reason)}")
+    for test in state.session_tests():
+        if test.verdict is not Verdict.PASS and not test.step:  # steps are listed above
+            last = test.summary.strip().splitlines()[-1:] or [""]
+            tr.write_line(f"{test.verdict.value:<6} {test.nodeid} (pytest: {test.outcome}; it ran in this "
+                          f"session, so it counts) {terminal_safe(last[0][:160])}")
     not_run = state.not_run()
     if not_run:
         tr.write_line(f"incomplete: {len(not_run)} plan step(s) not run ({', '.join(not_run[:5])}"

@@ -7,13 +7,12 @@ supplies the value. A missing value is an ERROR ("no reference for …"), never 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.verdict import MissingReference
-from harness.yamlio import Section, YamlError, load_yaml_file
+from harness.yamlio import Section, YamlError, load_yaml_file_with_digest
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Reference:
 
 def load_reference(path: str | Path) -> Reference:
     path = Path(path)
-    doc = load_yaml_file(path)
+    doc, digest = load_yaml_file_with_digest(path)
     top = Section(doc, str(path))
     meta = top.mapping("reference")
     meta.reject_unknown({"product", "description", "sources"})
@@ -45,4 +44,4 @@ def load_reference(path: str | Path) -> Reference:
     if not values:
         raise YamlError(f"{path}: a reference profile needs at least one section besides 'reference'")
     return Reference(product=meta.text("product"), values=values, path=str(path),
-                     sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+                     sha256=digest)

@@ -7,17 +7,23 @@ becomes an ERROR that says why; evidence the probe stored before failing is kept
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback
 from datetime import datetime, timezone
 from typing import Any
 
 import probes
-from harness.board import Board
+from harness.board import Board, display_path
 from harness.evidence import EvidenceStore
 from harness.plan import Plan, Requirement, Step
+from harness.results.canonical import canonical_json, plain_json
+from harness.results.record import declared_expectation
 from harness.verdict import CheckResult, EvidenceRef, Observation, ProbeError, StepResult, Verdict
 from harness.yamlio import YamlError
+
+
+INLINE_EXPECTATION_BYTES = 4096  # larger expected values are stored as an evidence blob
 
 
 def utc_now() -> str:
@@ -62,19 +68,37 @@ class StepRunner:
             raise cached
         return cached
 
-    def _expected(self, step: Step) -> Any:
+    def _expectation_source(self, step: Step) -> dict[str, Any]:
+        """Where the step's expectation comes from, known before (and even if) the value is found."""
+        source = declared_expectation(step)
         if step.reference is not None:
-            return self.board.reference.lookup(step.reference)
-        return step.expect
+            reference = self.board.reference
+            source.update(profile=display_path(reference.path), profile_sha256=reference.sha256)
+        return source
+
+    def _expected(self, step: Step, expectation: dict[str, Any]) -> Any:
+        """The value the check compares against; its digest (and value, or blob) go into `expectation`."""
+        value = step.expect if step.reference is None else self.board.reference.lookup(step.reference)
+        plain = plain_json(value)
+        encoded = canonical_json(plain)
+        expectation["sha256"] = hashlib.sha256(encoded).hexdigest()
+        if len(encoded) <= INLINE_EXPECTATION_BYTES:
+            expectation["value"] = plain
+        else:  # a large value (firmware digests) is a blob of the run, cited by digest
+            name = f"expectation/{step.reference or f'plan-line-{step.line}'}.json"
+            expectation["evidence"] = self.evidence.add(name, encoded, "application/json").name
+        return value
 
     def run(self, requirement: Requirement, step: Step) -> StepResult:
         started = utc_now()
         before = len(self.evidence.refs)
         facts: dict[str, Any] = {}
+        expectation: dict[str, Any] = {}
         try:
+            expectation = self._expectation_source(step)
             observation = self._observe(step)
             facts = observation.facts
-            expected = self._expected(step)
+            expected = self._expected(step, expectation)
             result = probes.get_probe(step.probe).checks[step.check](observation, expected)
             if not isinstance(result, CheckResult):
                 result = CheckResult.error(f"check {step.check!r} returned {type(result).__name__}, not a CheckResult")
@@ -87,13 +111,18 @@ class StepRunner:
             result = CheckResult.error(f"{step.probe}/{step.check} crashed: {type(exc).__name__}: {exc} "
                                        f"({where.filename}:{where.lineno})")
             evidence = ()
-        # Evidence stored during this step belongs to it, also when the probe failed half way.
-        collected = self.evidence.refs[before:]
+        # Evidence stored during this step belongs to it, also when the probe failed half way;
+        # the expectation's own blob is what it was compared against, not evidence of the board.
+        collected = [r for r in self.evidence.refs[before:] if r.name != expectation.get("evidence")]
         evidence = tuple(dict.fromkeys((*evidence, *collected)))
+        if result.verdict is Verdict.PASS and not evidence:  # a PASS nobody can re-check decides nothing
+            result = CheckResult.error(f"{step.probe}/{step.check} passed but cites no evidence: a PASS must "
+                                       f"point to the raw data it was decided on", *result.reasons)
         reasons = result.reasons or (f"{step.check}: {result.verdict.value}",)
+        # What a probe measured may quote the board's bytes: make it text the record can sign.
         return StepResult(requirement=requirement.id, step=step.id, probe=step.probe, check=step.check,
-                          verdict=result.verdict, reasons=tuple(reasons), evidence=evidence,
-                          facts=facts, started=started, finished=utc_now())
+                          verdict=result.verdict, reasons=tuple(plain_json(list(reasons))), evidence=evidence,
+                          facts=plain_json(facts), started=started, finished=utc_now(), expectation=expectation)
 
 
 def requirement_verdict(results: list[StepResult]) -> Verdict:

@@ -83,7 +83,12 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One plan step as run: which probe and check, the verdict, why, and the evidence."""
+    """One plan step as run: which probe and check, the verdict, why, and the evidence.
+
+    `expectation` says what the check compared against and where that came from: the board's
+    reference profile (`source: reference`, key, profile path and sha256) or the plan's own
+    `expect:` (`source: plan`, line), with the value's sha256 and the value itself.
+    """
 
     requirement: str
     step: str
@@ -95,6 +100,7 @@ class StepResult:
     facts: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
+    expectation: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +112,7 @@ class StepResult:
             "reasons": list(self.reasons),
             "evidence": [e.to_json() for e in self.evidence],
             "facts": self.facts,
+            "expectation": self.expectation,
             "started": self.started,
             "finished": self.finished,
         }

@@ -6,11 +6,14 @@ reported as `level1.yaml:42: requirements[3].steps[0].probe: ...`, not as a stac
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness.files import read_capped
 
 
 class YamlError(ValueError):
@@ -108,16 +111,21 @@ def load_yaml_text(text: str, source: str) -> Any:
 
 
 def load_yaml_file(path: str | Path) -> Any:
+    return load_yaml_file_with_digest(path)[0]
+
+
+def load_yaml_file_with_digest(path: str | Path) -> tuple[Any, str]:
+    """The parsed file and the sha256 of the very bytes parsed (a record binds what was read)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, MAX_YAML_BYTES)
     except OSError as exc:
         raise YamlError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return load_yaml_text(text, str(path))
+    return load_yaml_text(text, str(path)), hashlib.sha256(raw).hexdigest()
 
 
 def line_of(container: Any, key: Any) -> int:

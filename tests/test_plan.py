@@ -132,3 +132,22 @@ def test_billion_laughs_does_not_expand():
         for i in range(12))
     # anchors are shared, not expanded: the loader returns at once and the shape error is precise
     assert _error(bomb) == "bad.yaml:1: a: unknown field (known: plan, requirements)"
+
+
+@pytest.mark.parametrize("variant", [lambda b: b"\xef\xbb\xbf" + b, lambda b: b.replace(b"\n", b"\r\n"),
+                                     lambda b: b + b"\n# a comment\n"])
+def test_plan_digest_is_over_the_exact_bytes_of_the_file(tmp_path, variant):
+    import hashlib
+    raw = variant(PLAN.read_bytes())
+    path = tmp_path / "plan.yaml"
+    path.write_bytes(raw)
+    assert load_plan(path).sha256 == hashlib.sha256(raw).hexdigest() != load_plan(PLAN).sha256
+
+
+def test_a_plan_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "plan.yaml")
+    with pytest.raises(YamlError, match="a FIFO, not a regular file"):
+        load_plan(tmp_path / "plan.yaml")
+    with pytest.raises(YamlError, match="a character device"):
+        load_plan("/dev/zero")

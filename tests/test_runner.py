@@ -284,3 +284,58 @@ def test_rollback_check_does_not_pass_on_the_boards_word_alone():
     facts = {"version": version, "dumps": {firmware["version_region"]: {"error": "console lost"}}}
     result = version_not_below_minimum(Observation("firmware_dump", facts), firmware)
     assert result.verdict is Verdict.ERROR and "cannot corroborate the reported version" in result.reasons[0]
+
+
+def test_board_text_that_utf8_cannot_hold_and_floats_still_sign(tmp_path, fake_probe):
+    """A probe that quotes the board's undecodable bytes (lone surrogates) or measures a float
+    must not make the record unsignable: the run would end with no result at all."""
+    from harness.results.canonical import canonical_json
+    fake_probe.collect = lambda board, params, evidence: Observation("fake", {"banner": "ok\udcff", "temp": 41.5})
+    fake_probe.CHECKS = {"c": lambda o, e: CheckResult.failed(f"banner {o.facts['banner']!s}")}
+    result = run(board_on(tmp_path), Step("s", "fake", "c", expect={"limit": 1.5}))
+    assert result.verdict is Verdict.FAIL
+    canonical_json(result.to_json())  # signable
+    assert result.facts == {"banner": "ok\\udcff", "temp": "41.5"} and result.reasons == ("banner ok\\udcff",)
+    assert result.expectation["source"] == "plan" and result.expectation["value"] == {"limit": "1.5"}
+
+
+def test_each_step_records_its_expectation_and_where_it_came_from(tmp_path, fake_probe):
+    import hashlib
+
+    from harness.board import display_path
+    from harness.results.canonical import canonical_json
+    seen = []
+    fake_probe.collect = lambda board, params, evidence: Observation("fake", {}, (evidence.add("raw", b"x"),))
+    fake_probe.CHECKS = {"c": lambda o, e: seen.append(e) or CheckResult.passed("ok")}
+    from_reference = run(board_on(tmp_path), Step("s", "fake", "c", reference="pcie.identity"))
+    assert from_reference.expectation == {
+        "source": "reference", "key": "pcie.identity", "profile": display_path("ref.yaml"), "profile_sha256": "0", "value": {"vendor_id": 0x10DE},
+        "sha256": hashlib.sha256(canonical_json({"vendor_id": 0x10DE})).hexdigest()}
+    from_plan = run(board_on(tmp_path), Step("s", "fake", "c", expect=[1, 2], line=7))
+    assert from_plan.expectation["source"] == "plan" and from_plan.expectation["line"] == 7
+    missing = run(board_on(tmp_path), Step("s", "fake", "c", reference="pcie.firmware"))
+    assert missing.verdict is Verdict.ERROR and missing.expectation["key"] == "pcie.firmware"
+    assert "value" not in missing.expectation  # the source is known, the value is not
+
+
+def test_a_large_expectation_is_an_evidence_blob_cited_by_digest(tmp_path, fake_probe):
+    big = {"digests": [f"{i:064x}" for i in range(200)]}
+    reference = Reference(product="t", values={"firmware": big}, path="ref.yaml", sha256="0")
+    fake_probe.collect = lambda board, params, evidence: Observation("fake", {}, (evidence.add("raw", b"x"),))
+    fake_probe.CHECKS = {"c": lambda o, e: CheckResult.passed("ok")}
+    store = EvidenceStore()
+    step = Step("s", "fake", "c", reference="firmware")
+    result = StepRunner(board_on(tmp_path, reference=reference), store).run(Requirement("R", "t", "r", (step,)), step)
+    assert "value" not in result.expectation and result.expectation["evidence"] == "expectation/firmware.json"
+    blob = store.get(result.expectation["sha256"])
+    import json
+    assert json.loads(blob) == big
+    assert [e.name for e in result.evidence] == ["raw"]  # what it was compared against is not evidence of the board
+
+
+def test_a_pass_that_cites_no_evidence_is_error(tmp_path, fake_probe):
+    fake_probe.collect = lambda board, params, evidence: Observation("fake", {"looks": "fine"})
+    fake_probe.CHECKS = {"c": lambda o, e: CheckResult.passed("all good, trust me")}
+    result = run(board_on(tmp_path), Step("s", "fake", "c"))
+    assert result.verdict is Verdict.ERROR
+    assert "cites no evidence" in result.reasons[0] and result.reasons[1] == "all good, trust me"

@@ -185,3 +185,158 @@ def test_non_ed25519_key_is_refused_with_a_clear_message(tmp_path):
 
 def test_envelope_file_name():
     assert ENVELOPE_NAME == "result.dsse.json"
+
+
+# --- one canonical base64 text per value ---
+
+def _alternatives(data: bytes) -> st.SearchStrategy[str]:
+    """Texts that lenient decoders read as `data`, none of them as an encoder writes it."""
+    std = base64.b64encode(data).decode()
+    url = base64.urlsafe_b64encode(data).decode()
+    options = [std.rstrip("="), std + "=", std + "==", " " + std, std + "\n", std[:4] + "\n" + std[4:],
+               url.rstrip("=")]
+    if std.endswith("="):  # set the unused low bits of the last character
+        stem = std.rstrip("=")
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        last = alphabet.index(stem[-1])
+        unused = 0b1111 if std.endswith("==") else 0b11
+        for bits in range(1, unused + 1):
+            options.append(stem[:-1] + alphabet[last | bits] + std[len(stem):])
+    if "+" in std and "/" in std:  # mixed alphabets
+        options.append(std.replace("+", "-", 1))
+    return st.sampled_from([o for o in options if o not in (std, url)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_only_the_canonical_base64_of_a_payload_is_accepted(data):
+    from harness.results.dsse import _b64
+    payload = data.draw(st.binary(min_size=1, max_size=40))
+    assert _b64(base64.b64encode(payload).decode(), "payload") == payload
+    assert _b64(base64.urlsafe_b64encode(payload).decode(), "payload") == payload  # DSSE allows URL-safe
+    other = data.draw(_alternatives(payload))
+    with pytest.raises(VerificationError, match="not canonical base64"):
+        _b64(other, "payload")
+
+
+def test_an_envelope_re_encoded_without_padding_is_refused(tmp_path, private_key, public_key):
+    envelope_path = make_result(tmp_path, private_key)
+    envelope = json.loads(envelope_path.read_text())
+    verify_result(envelope_path, public_key)
+    envelope["signatures"][0]["sig"] = envelope["signatures"][0]["sig"].rstrip("=")
+    envelope_path.write_text(json.dumps(envelope))
+    with pytest.raises(VerificationError, match="signature is not canonical base64"):
+        verify_result(envelope_path, public_key)
+
+
+def test_an_envelope_with_a_key_twice_is_refused(tmp_path, private_key, public_key):
+    envelope_path = make_result(tmp_path, private_key)
+    text = envelope_path.read_text()
+    envelope_path.write_text(text.replace('"payloadType"', '"payload": "e30=",\n  "payloadType"', 1))
+    with pytest.raises(VerificationError, match="duplicate key 'payload'"):
+        verify_result(envelope_path, public_key)
+
+
+# --- the record's verdicts follow from its parts ---
+
+def re_signed(envelope_path, private_key, change) -> None:
+    envelope = json.loads(envelope_path.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    change(statement["predicate"])
+    if isinstance(statement["predicate"].get("board"), dict):  # keep the board subject true to the record
+        from harness.results.record import board_subject
+        statement["subject"][0] = board_subject(statement["predicate"]["board"])
+    envelope_path.write_text(json.dumps(sign_envelope(canonical_json(statement), INTOTO_PAYLOAD_TYPE, private_key)))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r["requirements"][0]["steps"][0].update(verdict="FAIL"), "requirement R1 says PASS, its steps say FAIL"),
+    (lambda r: r.update(tests=[{"nodeid": "t.py::test_x", "outcome": "failed", "verdict": "FAIL", "evidence": []}]),
+     "the run says PASS, its requirements and session tests say FAIL"),
+    (lambda r: r.update(not_run=["R2::s"]), "the run says PASS, its requirements and session tests say ERROR"),
+    (lambda r: r.update(verdict="GOOD"), "verdict 'GOOD'"),
+    (lambda r: r["requirements"][0]["steps"][0].update(expectation=["x"]), "expectation is not an object"),
+    (lambda r: r.update(not_run=[1]), "not_run is not a list of step names"),
+    (lambda r: r.update(board=None), "the record's board is not an object"),
+    (lambda r: r.update(tests=[{"nodeid": "t", "verdict": "PASS", "evidence": [{"sha256": "1" * 64}]}]),
+     "test t points to evidence 1111"),
+])
+def test_a_signed_record_whose_verdict_does_not_follow_from_its_parts_is_refused(tmp_path, private_key, public_key,
+                                                                                change, message):
+    envelope_path = make_result(tmp_path, private_key)
+    re_signed(envelope_path, private_key, change)
+    with pytest.raises(VerificationError, match=message):
+        verify_result(envelope_path, public_key)
+
+
+def test_a_non_canonical_signed_payload_is_refused(tmp_path, private_key, public_key):
+    envelope_path = make_result(tmp_path, private_key)
+    statement = json.loads(base64.b64decode(json.loads(envelope_path.read_text())["payload"]))
+    envelope_path.write_text(json.dumps(sign_envelope(json.dumps(statement, indent=1).encode(), INTOTO_PAYLOAD_TYPE,
+                                                      private_key)))
+    with pytest.raises(VerificationError, match="not canonical JSON"):
+        verify_result(envelope_path, public_key)
+
+
+def test_plan_mismatches_name_what_differs():
+    from harness.plan import parse_plan
+    from harness.results.bundle import plan_mismatches
+    from harness.results.record import plan_summary
+
+    from conftest import PCIE_PLAN
+    plan = parse_plan(PCIE_PLAN.read_text(), str(PCIE_PLAN))
+    step = {"step": "identity", "expectation": {"source": "reference", "key": "pcie.identity"}}
+    record = {"plan": plan_summary(plan, "p"), "requirements": [{"id": "L1-PCIE-IDENTITY", "steps": [step]}]}
+    assert plan_mismatches(record, plan) == []
+    swapped = parse_plan(PCIE_PLAN.read_text().replace("reference: pcie.identity", "expect: {vendor_id: 4318}"), "x.yaml")
+    problems = plan_mismatches(record, swapped)
+    assert any("plan digest differs" in p for p in problems)
+    assert any("took its expectation from" in p for p in problems)
+
+
+_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+                               st.sampled_from(["PASS", "FAIL", "ERROR", "SKIP", "plan", "reference"])),
+                     lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                             st.dictionaries(st.sampled_from(
+                                                 ["id", "step", "steps", "verdict", "evidence", "expectation", "sha256",
+                                                  "source", "nodeid", "requirements", "tests", "not_run", "plan",
+                                                  "board", "reference"]), inner, max_size=4)),
+                     max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(change=st.dictionaries(st.sampled_from(["plan", "board", "requirements", "tests", "not_run", "verdict"]),
+                              _JSON, max_size=3))
+def test_verify_takes_any_signed_record_without_crashing(change):
+    """Even a record signed by the lab's key is read as hostile: a clear answer, never a traceback."""
+    import tempfile
+    from pathlib import Path
+
+    import contextlib
+    import io
+
+    from harness.cli import main
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        priv = load_private_key(TEST_KEY)
+        envelope_path = make_result(Path(tmp), priv)
+        re_signed(envelope_path, priv, lambda record: record.update(change))
+        code = main(["verify", str(envelope_path), "--pubkey", str(TEST_PUB)])
+        assert code in (0, 1)
+        main(["verify", str(envelope_path), "--pubkey", str(TEST_PUB), "--json"])
+        from conftest import PCIE_PLAN
+        assert main(["verify", str(envelope_path), "--pubkey", str(TEST_PUB), "--plan", str(PCIE_PLAN)]) == 1
+
+
+def test_verify_with_a_reference_of_the_wrong_shape_answers_clearly(tmp_path, private_key):
+    import contextlib
+    import io
+
+    from harness.cli import main
+    envelope_path = make_result(tmp_path, private_key)
+    re_signed(envelope_path, private_key, lambda r: r["board"].update(reference=["x"]))
+    (tmp_path / "ref.yaml").write_text("reference: {product: x}\npcie: {}\n")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["verify", str(envelope_path), "--pubkey", str(TEST_PUB), "--reference",
+                     str(tmp_path / "ref.yaml")]) == 1
+    assert "reference profile differs" in err.getvalue()

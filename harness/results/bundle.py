@@ -5,8 +5,11 @@ Layout of one run's directory:
     <run_id>/evidence/<sha256>     every evidence blob, named by its digest
 
 `verify_result` checks the signature, the statement, that the subjects are exactly the
-board identity and the record's evidence, and that every blob on disk has its digest.
-Any change to any byte of any of them fails, with a message that says what changed.
+board identity and the record's evidence, that the record's verdicts follow from its parts
+(a requirement is its worst step, the run its worst requirement and session test), and that
+every blob on disk has its digest. Any change to any byte of any of them fails, with a
+message that says what changed. `plan_mismatches` and `reference_mismatches` say whether a
+verified record came from exactly a given plan file and reference profile.
 """
 
 from __future__ import annotations
@@ -22,16 +25,34 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from harness.evidence import EvidenceStore
+from harness.files import read_capped
+from harness.plan import Plan
 from harness.results.canonical import canonical_json
 from harness.results.dsse import INTOTO_PAYLOAD_TYPE, VerificationError, sign_envelope, verify_envelope
 from harness.results.keys import keyid
 from harness.results.record import (BOARD_SUBJECT_PREFIX, RECORD_TYPE, STATEMENT_TYPE, RunRecord,
-                                    board_subject, make_statement)
+                                    board_subject, declared_expectation, make_statement)
+from harness.verdict import Verdict
 
 ENVELOPE_NAME = "result.dsse.json"
 EVIDENCE_DIR = "evidence"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
+MAX_BLOB_BYTES = 1 << 30  # no probe stores more; a bigger "blob" is not ours
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a key twice are refused: two readers could see two different values."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _strict_json(data: bytes) -> Any:
+    return json.loads(data, object_pairs_hook=_unique_keys)
 
 
 def write_signed_result(out_root: str | Path, record: RunRecord, evidence: EvidenceStore,
@@ -64,18 +85,19 @@ def _fail(message: str) -> VerificationError:
 def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey) -> VerifiedResult:
     envelope_path = Path(envelope_path)
     try:
-        if envelope_path.stat().st_size > _MAX_ENVELOPE_BYTES:
-            raise _fail(f"{envelope_path}: larger than {_MAX_ENVELOPE_BYTES} bytes; not a result envelope")
-        envelope = json.loads(envelope_path.read_bytes())
+        envelope = _strict_json(read_capped(envelope_path, _MAX_ENVELOPE_BYTES))
     except OSError as exc:
         raise _fail(f"{envelope_path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _fail(f"{envelope_path}: not a JSON envelope ({exc})") from None
     payload = verify_envelope(envelope, public_key)
     try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        statement = _strict_json(payload)
+        canonical = canonical_json(statement) == payload
+    except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
         raise _fail("signed payload is not JSON") from None
+    if not canonical:  # we sign canonical JSON only; anything else was not made by attestlab
+        raise _fail("signed payload is not canonical JSON (sorted keys, no spaces, no floats)")
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise _fail(f"signed payload is not an in-toto Statement v1 (_type {statement.get('_type') if isinstance(statement, dict) else None!r})")
     if statement.get("predicateType") != RECORD_TYPE:
@@ -86,6 +108,9 @@ def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey) -> Ve
         raise _fail("the predicate is not an attestlab RunRecord")
     if not isinstance(subjects, list) or not subjects:
         raise _fail("the statement has no subjects")
+    for key in ("plan", "board"):
+        if not isinstance(record.get(key), dict):
+            raise _fail(f"the record's {key} is not an object")
     board_subjects = [s for s in subjects if isinstance(s, dict) and str(s.get("name", "")).startswith(BOARD_SUBJECT_PREFIX)]
     if len(board_subjects) != 1 or board_subjects[0] != board_subject(record.get("board", {})):
         raise _fail("the board-identity subject does not match the record's board")
@@ -100,22 +125,128 @@ def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey) -> Ve
     recorded = {e.get("sha256") for e in record.get("evidence", []) if isinstance(e, dict)}
     if recorded != set(evidence_subjects):
         raise _fail("the statement's subjects and the record's evidence list differ")
-    for req in record.get("requirements", []):
-        for step in req.get("steps", []):
-            for ref in step.get("evidence", []):
-                if ref.get("sha256") not in recorded:
-                    raise _fail(f"step {req.get('id')}::{step.get('step')} points to evidence "
-                                f"{ref.get('sha256')} that is not a subject")
+    _check_record(record, recorded)
+    sizes = {e.get("sha256"): e.get("size") for e in record.get("evidence", []) if isinstance(e, dict)}
     blob_dir = envelope_path.parent / EVIDENCE_DIR
     for digest, name in sorted(evidence_subjects.items()):
         blob = blob_dir / digest
+        size = sizes.get(digest)
         try:
-            data = blob.read_bytes()
-        except OSError:
+            data = read_capped(blob, size if isinstance(size, int) and 0 <= size <= MAX_BLOB_BYTES else MAX_BLOB_BYTES)
+        except FileNotFoundError:
             raise _fail(f"evidence blob {name} ({digest}) is missing from {blob_dir}") from None
+        except OSError as exc:
+            raise _fail(f"evidence blob {name} ({digest}): {blob}: {exc.strerror or exc}") from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise _fail(f"evidence blob {name} was changed: {blob} has sha256 {actual}, "
                         f"the signed statement says {digest}")
     return VerifiedResult(envelope=envelope_path, keyid=keyid(public_key), statement=statement,
                           record=record, blobs_checked=len(evidence_subjects))
+
+
+def _verdict(value: Any, what: str) -> Verdict:
+    try:
+        return Verdict(value)
+    except ValueError:
+        raise _fail(f"{what} has verdict {value!r}, not one of PASS, SKIP, ERROR, FAIL") from None
+
+
+def _check_record(record: dict[str, Any], recorded: set[Any]) -> None:
+    """Every pointer names a subject, and every verdict is the worst of its parts."""
+    def cites(refs: Any, what: str) -> None:
+        for ref in refs if isinstance(refs, list) else [refs]:
+            if not isinstance(ref, dict) or ref.get("sha256") not in recorded:
+                shown = ref.get("sha256") if isinstance(ref, dict) else repr(ref)
+                raise _fail(f"{what} points to evidence {shown} that is not a subject")
+
+    declared = record["plan"].get("requirements", [])
+    if not isinstance(declared, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("steps", []), list) and
+            all(isinstance(s, dict) for s in r.get("steps", [])) for r in declared):
+        raise _fail("the record's plan.requirements is not a list of requirements with steps")
+    not_run = record.get("not_run", [])
+    if not isinstance(not_run, list) or not all(isinstance(n, str) for n in not_run):
+        raise _fail("the record's not_run is not a list of step names")
+    requirements, tests = record.get("requirements", []), record.get("tests", [])
+    if not isinstance(requirements, list) or not isinstance(tests, list):
+        raise _fail("the record's requirements and tests are not lists")
+    parts = []
+    for req in requirements:
+        steps = req.get("steps") if isinstance(req, dict) else None
+        if not isinstance(steps, list):
+            raise _fail(f"requirement {req!r:.80} has no list of steps")
+        step_verdicts = []
+        for step in steps:
+            if not isinstance(step, dict):
+                raise _fail(f"requirement {req.get('id')} has a step that is not an object")
+            where = f"step {req.get('id')}::{step.get('step')}"
+            cites(step.get("evidence", []), where)
+            expectation = step.get("expectation", {})
+            if not isinstance(expectation, dict):
+                raise _fail(f"{where}'s expectation is not an object")
+            if "evidence" in expectation:
+                cites({"sha256": expectation.get("sha256")}, f"{where}'s expectation")
+            step_verdicts.append(_verdict(step.get("verdict"), where))
+        claimed = _verdict(req.get("verdict"), f"requirement {req.get('id')}")
+        if claimed is not Verdict.worst(step_verdicts):
+            raise _fail(f"requirement {req.get('id')} says {claimed.value}, its steps say "
+                        f"{Verdict.worst(step_verdicts).value}")
+        parts.append(claimed)
+    for test in tests:
+        if not isinstance(test, dict):
+            raise _fail("a session test is not an object")
+        cites(test.get("evidence", []), f"test {test.get('nodeid')}")
+        parts.append(_verdict(test.get("verdict"), f"test {test.get('nodeid')}"))
+    if record.get("not_run"):
+        parts.append(Verdict.ERROR)
+    claimed = _verdict(record.get("verdict"), "the run")
+    if claimed is not Verdict.worst(parts):
+        raise _fail(f"the run says {claimed.value}, its requirements and session tests say "
+                    f"{Verdict.worst(parts).value}")
+
+
+def plan_mismatches(record: dict[str, Any], plan: Plan) -> list[str]:
+    """Why a verified record did not come from exactly this plan (empty: it did). `plan.sha256`
+    is the digest of the plan file's exact bytes."""
+    summary = record.get("plan") if isinstance(record.get("plan"), dict) else {}
+    problems = []
+    if summary.get("sha256") != plan.sha256:
+        problems.append(f"plan digest differs: the record binds sha256 {summary.get('sha256')}, "
+                        f"{plan.path} has sha256 {plan.sha256}")
+    declared = [(req.id, step.id, declared_expectation(step)) for req in plan.requirements for step in req.steps]
+    bound = [(req.get("id"), step.get("id"), step.get("expectation"))
+             for req in summary.get("requirements") or [] if isinstance(req, dict)
+             for step in req.get("steps") or [] if isinstance(step, dict)]
+    if bound != declared:
+        problems.append(f"the record's plan holds {len(bound)} step(s) "
+                        f"({', '.join(f'{r}::{s}' for r, s, _ in bound[:6])}), {plan.path} holds "
+                        f"{len(declared)} ({', '.join(f'{r}::{s}' for r, s, _ in declared[:6])}), "
+                        f"or their expectations come from elsewhere")
+    by_step = {(r, s): e for r, s, e in declared}
+    for req in record.get("requirements", []):
+        for step in req.get("steps", []):
+            key = (req.get("id"), step.get("step"))
+            source = {k: v for k, v in (step.get("expectation") or {}).items() if k in ("source", "key", "line")}
+            if key not in by_step:
+                problems.append(f"step {key[0]}::{key[1]} is not in {plan.path}")
+            elif source != by_step[key]:
+                problems.append(f"step {key[0]}::{key[1]} took its expectation from {source}, "
+                                f"{plan.path} says {by_step[key]}")
+    return problems
+
+
+def reference_mismatches(record: dict[str, Any], digest: str, path: str) -> list[str]:
+    """Why a verified record's expectations did not come from exactly this reference profile
+    (`digest`: the sha256 of its bytes)."""
+    reference = record["board"].get("reference")
+    bound = reference.get("sha256") if isinstance(reference, dict) else None
+    problems = [] if bound == digest else [
+        f"reference profile differs: the record binds sha256 {bound}, {path} has sha256 {digest}"]
+    for req in record.get("requirements", []):
+        for step in req.get("steps", []):
+            expectation = step.get("expectation") or {}
+            if expectation.get("source") == "reference" and expectation.get("profile_sha256") != digest:
+                problems.append(f"step {req.get('id')}::{step.get('step')} compared against profile sha256 "
+                                f"{expectation.get('profile_sha256')}, not {path}")
+    return problems

@@ -2,7 +2,8 @@
 
 The same record always serialises to the same bytes, so its digest and signature are stable.
 Floats are refused (their text form is not canonical across implementations): times are
-ISO-8601 strings, durations integers.
+ISO-8601 strings, durations integers. `plain_json` turns what probes and plans hold (floats,
+dates, text with lone surrogates from board bytes) into values canonical JSON can encode.
 """
 
 from __future__ import annotations
@@ -30,3 +31,21 @@ def canonical_json(value: Any) -> bytes:
     _reject_floats(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
+
+
+def plain_json(value: Any) -> Any:
+    """`value` as plain JSON the signed record can hold: floats and other scalars become text,
+    and text UTF-8 cannot encode (lone surrogates from board bytes) is written with escapes."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    return repr(value) if isinstance(value, float) else str(value)

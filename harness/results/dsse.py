@@ -40,15 +40,20 @@ def sign_envelope(payload: bytes, payload_type: str, private_key: Ed25519Private
 
 
 def _b64(text: Any, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise VerificationError(f"envelope {what} is not a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # DSSE allows URL-safe base64 too
-            return base64.urlsafe_b64decode(text.encode("ascii"))
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            raise VerificationError(f"envelope {what} is not valid base64") from None
+    """Decode base64 written exactly as an encoder writes it, in the standard or the URL-safe
+    alphabet (DSSE allows either), padded. Any other spelling of the same bytes — missing or
+    extra padding, set trailing bits, whitespace, mixed alphabets — is refused: one value, one
+    text, so no two verifiers can read an envelope differently."""
+    if isinstance(text, str) and text.isascii():
+        for encode, altchars in ((base64.b64encode, None), (base64.urlsafe_b64encode, b"-_")):
+            try:
+                data = base64.b64decode(text.encode("ascii"), altchars=altchars, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if encode(data).decode("ascii") == text:
+                return data
+    raise VerificationError(f"envelope {what} is not canonical base64 (the standard or URL-safe "
+                            f"alphabet, padded, nothing else)")
 
 
 def verify_envelope(envelope: Any, public_key: Ed25519PublicKey,

@@ -14,6 +14,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from harness.files import read_capped
+
+_MAX_KEY_BYTES = 64 * 1024  # a PEM key is a few hundred bytes
+
 
 class KeyError_(ValueError):
     """A key file is missing, unreadable, or not an Ed25519 key."""
@@ -48,7 +52,7 @@ def generate_keypair(prefix: str | Path, overwrite: bool = False) -> tuple[Path,
 
 def _read(path: str | Path, what: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return read_capped(path, _MAX_KEY_BYTES)
     except OSError as exc:
         raise KeyError_(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 

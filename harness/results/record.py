@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import __version__
-from harness.plan import Plan
-from harness.results.canonical import canonical_json
+from harness.plan import Plan, Step
+from harness.results.canonical import canonical_json, plain_json
 from harness.verdict import EvidenceRef, StepResult, Verdict
 
 RECORD_TYPE = "https://attestlab.dev/RunRecord/v1"
@@ -36,6 +36,23 @@ class RequirementResult:
 
 
 @dataclass(frozen=True)
+class SessionTest:
+    """One test item of the signed pytest session, as pytest reported it: a plan step, a
+    hand-written test, or a collection error. Every one counts in the run's verdict."""
+
+    nodeid: str
+    outcome: str                      # passed, failed, error, skipped, xfailed, xpassed
+    verdict: Verdict
+    summary: str = ""                 # the end of pytest's report for anything but passed
+    evidence: tuple[EvidenceRef, ...] = ()   # blobs added while it ran (fixture `evidence`)
+    step: str = ""                    # `REQ::step` for a plan step (its result is under requirements)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "outcome": self.outcome, "verdict": self.verdict.value,
+                "summary": self.summary, "evidence": [e.to_json() for e in self.evidence], "step": self.step}
+
+
+@dataclass(frozen=True)
 class RunRecord:
     run_id: str
     plan: dict[str, Any]
@@ -48,6 +65,7 @@ class RunRecord:
     harness: dict[str, Any]
     host: dict[str, Any]
     not_run: tuple[str, ...] = ()   # plan steps that did not run (deselected, interrupted)
+    tests: tuple[SessionTest, ...] = ()  # every test item of the session, plan steps included
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,12 +82,27 @@ class RunRecord:
             "host": self.host,
             "complete": not self.not_run,
             "not_run": list(self.not_run),
+            "tests": [t.to_json() for t in self.tests],
         }
 
 
+def declared_expectation(step: Step) -> dict[str, Any]:
+    """Where a plan step says its expectation comes from (the record's steps repeat it): the
+    board's reference profile, the plan's own `expect:`, or none (the check needs only params)."""
+    if step.reference is not None:
+        return {"source": "reference", "key": step.reference}
+    return {"source": "plan" if step.expect is not None else "none", "line": step.line}
+
+
 def plan_summary(plan: Plan, path: str) -> dict[str, Any]:
+    """The plan as the record binds it: its digest and every requirement and step it holds."""
     return {"id": plan.id, "version": plan.version, "title": plan.title, "scheme": plan.scheme,
-            "path": path, "sha256": plan.sha256}
+            "path": path, "sha256": plan.sha256,
+            "requirements": [{"id": req.id, "steps": [{"id": step.id, "probe": step.probe, "check": step.check,
+                                                       "params": plain_json(step.params),
+                                                       "expectation": declared_expectation(step)}
+                                                      for step in req.steps]}
+                             for req in plan.requirements]}
 
 
 def harness_info() -> dict[str, Any]:
