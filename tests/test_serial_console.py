@@ -23,9 +23,7 @@ from harness.interfaces.serial import (
     TRANSCRIPT_MEDIA_TYPE,
     ConsoleError,
     SerialConsole,
-    TextCleaner,
     Transcript,
-    clean_text,
     escape_bytes,
     unescape_text,
 )
@@ -180,6 +178,9 @@ def test_dump_region_verifies(sim):
         assert big.overhead < 1.03, big.to_facts()
         assert image_header(big.data)["version"] == VERSION
         assert c.command("version") == f"version: {VERSION}"  # back at the prompt
+        # What each dump printed after DONE is kept; the records (an END after DONE too) are not text.
+        assert {u.after: u.text.strip() for u in c.take_unread()} == {
+            f"dump {region}": f"dump: {region} complete" for region in ("vbios", "inforom", "empty")}
 
 
 def image_header(image: bytes) -> dict:
@@ -200,6 +201,12 @@ def test_dump_through_a_flaky_link_completes(sim):
         notes = [ch.data.decode() for ch in c.transcript if ch.direction == "note"]
         assert any("RESEND round 1" in n for n in notes)
         assert c.command("version") == f"version: {VERSION}"
+        # What the board printed between the frames is kept for the probes to judge; only that.
+        said = c.take_unread()
+        assert said and {u.after for u in said} == {"dump vbios"}
+        lines = [line for u in said for line in u.text.splitlines() if line.strip()]
+        assert lines[-1] == "dump: vbios complete"
+        assert len(lines) >= 5 and all(line.endswith("link retrained") for line in lines[:-1]), lines
 
 
 def test_dump_that_cannot_complete_raises_and_keeps_the_transcript(sim):
@@ -306,6 +313,8 @@ def test_megabyte_line_is_capped_in_text_but_kept_in_the_transcript(sim):
         assert out.startswith("0123456789abcdef" * 10)
         assert out.endswith("0123456789abcdef")
         assert re.search(r"\[\.\.\. \d+ characters elided \.\.\.\]", out)
+        elided = int(re.search(r"(\d+) characters elided", out).group(1))
+        assert c.elided_characters == elided > 0  # said, not hidden: a check can tell its text is not whole
         assert c.transcript.data("rx").count(b"0123456789abcdef") == 65536
         assert c.command("version") == f"version: {VERSION}"
 
@@ -341,33 +350,6 @@ def test_config_is_checked():
         c.send_line("x")
     with pytest.raises(ConsoleError, match="cannot open console /nonexistent/tty"):
         SerialConsole({"url": "/nonexistent/tty"}).open()
-
-
-def test_text_view_examples():
-    assert clean_text(b"a\r\nb\rc\n") == "a\nb\nc\n"
-    assert clean_text(b"\x1b[1;32mOK\x1b[0m\x1b[K \x1b]0;title\x07done") == "OK done"
-    assert clean_text(b"\x00\xff\xc0\xf5garbage-free\x7f") == "garbage-free"
-    assert clean_text("caf\u00e9".encode()) == "caf\u00e9"
-
-
-text_pieces = st.lists(st.one_of(
-    st.binary(max_size=8),
-    st.sampled_from([b"\r\n", b"\r", b"\n", b"\x1b[1;31m", b"\x1b[0m", b"\x1b]0;t\x07", b"\x1b(B", b"\x1b",
-                     "\u00e9\u4e2d".encode(), b"\xe4\xb8", b"prompt> ", b"OK"]),
-), max_size=40)
-
-
-@given(text_pieces, st.lists(st.integers(1, 30), max_size=20))
-def test_text_cleaner_does_not_care_about_chunking(pieces, cuts):
-    data = b"".join(pieces)
-    cleaner = TextCleaner()
-    out, pos = [], 0
-    for c in cuts:
-        out.append(cleaner.feed(data[pos : pos + c]))
-        pos += c
-    out.append(cleaner.feed(data[pos:], final=True))
-    assert "".join(out) == clean_text(data)
-    assert "\r" not in "".join(out) and "\x1b" not in "".join(out)
 
 
 @given(st.lists(st.tuples(st.sampled_from(["rx", "tx", "note"]), st.binary(max_size=300)), max_size=30))

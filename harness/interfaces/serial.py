@@ -17,380 +17,44 @@ settings are checked (`serial_settings`: SerialConsole's keys plus ``boot_log``,
 probes, and the boot log is captured at open (`SerialConsole.capture_boot_log`); see
 docs/board-config.md#serial and docs/serial.md.
 
-Text view. Bytes are decoded as UTF-8 (invalid bytes dropped), ANSI/VT escape sequences are
-removed, CRLF and lone CR become LF, other control characters are dropped. Patterns given to
-`expect` are matched against that text; a match may span at most ``max_match`` characters of
-text that arrived before the current read. The prompt (``prompt`` literal or ``prompt_regex``)
-is matched at the start of a line.
+Nothing the board prints is dropped unread (docs/serial.md#what-the-console-reads):
 
-Transcript evidence format (`Transcript.to_jsonl`, media type TRANSCRIPT_MEDIA_TYPE): UTF-8
-JSON Lines. Line 1 is a header::
+- A prompt counts only when ``settle_s`` seconds of silence follow it (`command`, `sync`,
+  `wait_prompt`, the boot log). Text after an earlier prompt match is part of the answer, that
+  prompt verbatim in it.
+- Text that arrives while nobody reads (after a command returned, before the next call types)
+  is read before typing and kept: `take_unread()` hands it over as `UnreadText` (the text, the
+  command whose prompt it followed, the transcript chunks it came from).
+- A region is dumped once per console; `dumped_images()` returns every verified image.
 
-    {"format": "attestlab.transcript", "version": 1, "source": "<url>",
-     "started_wall": <unix seconds>, "clock": "monotonic seconds since start"
-     [, "chunks": [start, stop]]}
-
-(``chunks``: a `Transcript.slice`, chunks start..stop-1 of the console's whole transcript)
-
-then one object per read or write, in order::
-
-    {"dir": "rx"|"tx"|"note", "t": <monotonic s since start>, "wall": <unix s>, "n": <bytes>,
-     "b64": "<base64 of the exact bytes>"}
-
-"rx" is board to host, "tx" host to board, "note" a harness annotation (UTF-8 text: open,
-close, errors, dump rounds). Base64 because console output is arbitrary bytes (NUL, invalid
-UTF-8, escape sequences, binary dump frames) that must survive exactly; it costs 4/3 where hex
-costs 2, and every JSON library decodes it. One record per line keeps the read/write
-boundaries and timestamps, lets a transcript be appended while recording and still be read
-after a crash (line by line). `render_text()` gives a readable version: one line per chunk
-(continued after each LF), pure ASCII, with ``\\r``, ``\\n``, ``\\t``, ``\\\\`` and ``\\xNN``
-escapes for everything else (so ANSI escapes show as ``\\x1b[32m`` and binary as hex).
+The text view is `harness/interfaces/textclean.py`'s; the transcript format is in
+`harness/interfaces/transcript.py`; the dump client is `harness/interfaces/serial_dump.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import codecs
-import hashlib
-import json
 import os
 import re
 import select
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import serial
 
-from harness.formats.dumpframe import (
-    BEGIN_SEQ,
-    MAX_RESEND_SEQS,
-    Abort,
-    Begin,
-    Corrupt,
-    Data,
-    Done,
-    End,
-    FrameDecoder,
-    FrameError,
-    Resend,
-    Skipped,
+from harness.formats.dumpframe import FrameError
+from harness.interfaces.serial_dump import DumpResult, dump_region
+from harness.interfaces.textclean import LineCapper, TextCleaner, clean_text
+from harness.interfaces.transcript import (
+    MAX_TRANSCRIPT_BYTES,
+    TRANSCRIPT_MEDIA_TYPE,
+    TRANSCRIPT_TEXT_MEDIA_TYPE,
+    Chunk,
+    Transcript,
+    escape_bytes,
+    unescape_text,
 )
 from harness.verdict import ProbeError
-
-TRANSCRIPT_FORMAT = "attestlab.transcript"
-TRANSCRIPT_VERSION = 1
-TRANSCRIPT_MEDIA_TYPE = "application/vnd.attestlab.transcript+jsonl"
-TRANSCRIPT_TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
-DIRECTIONS = ("rx", "tx", "note")
-
-
-# --------------------------------------------------------------------------------------------
-# Transcript
-
-
-def _escape_table() -> dict[int, str]:
-    table = {}
-    for b in range(256):
-        if b == 0x5C:
-            table[b] = "\\\\"
-        elif b == 0x0D:
-            table[b] = "\\r"
-        elif b == 0x0A:
-            table[b] = "\\n"
-        elif b == 0x09:
-            table[b] = "\\t"
-        elif 0x20 <= b < 0x7F:
-            continue
-        else:
-            table[b] = f"\\x{b:02x}"
-    return table
-
-
-_ESCAPES = _escape_table()
-_UNESCAPE_RE = re.compile(r"\\(?:x([0-9a-f]{2})|(.))", re.S)
-_UNESCAPE_SIMPLE = {"\\": b"\\", "r": b"\r", "n": b"\n", "t": b"\t"}
-
-
-def escape_bytes(data: bytes) -> str:
-    """Bytes as printable ASCII: ``\\r \\n \\t \\\\ \\xNN`` for everything but printable ASCII."""
-    return bytes(data).decode("latin-1").translate(_ESCAPES)
-
-
-def unescape_text(text: str) -> bytes:
-    """Inverse of `escape_bytes`; ValueError on anything `escape_bytes` cannot have produced."""
-    out = bytearray()
-    pos = 0
-    for m in _UNESCAPE_RE.finditer(text):
-        lit = text[pos : m.start()]
-        if "\\" in lit or any(not 0x20 <= ord(c) < 0x7F for c in lit):
-            raise ValueError(f"not an escaped byte string at {pos}")
-        out += lit.encode("ascii")
-        if m.group(1):
-            out.append(int(m.group(1), 16))
-        elif m.group(2) in _UNESCAPE_SIMPLE:
-            out += _UNESCAPE_SIMPLE[m.group(2)]
-        else:
-            raise ValueError(f"unknown escape \\{m.group(2)!s} at {m.start()}")
-        pos = m.end()
-    lit = text[pos:]
-    if "\\" in lit or any(not 0x20 <= ord(c) < 0x7F for c in lit):
-        raise ValueError(f"not an escaped byte string at {pos}")
-    out += lit.encode("ascii")
-    return bytes(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One read ("rx"), write ("tx") or harness note ("note", UTF-8 text)."""
-
-    direction: str
-    t: float  # seconds since the transcript started, monotonic clock
-    wall: float  # Unix time, seconds
-    data: bytes
-
-    def to_json(self) -> dict[str, Any]:
-        return {"dir": self.direction, "t": self.t, "wall": self.wall, "n": len(self.data),
-                "b64": base64.b64encode(self.data).decode("ascii")}
-
-
-class Transcript:
-    """Every byte both ways, one chunk per read or write, with monotonic and wall timestamps."""
-
-    def __init__(self, source: str = "", *, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
-        self.source = source
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._t0 = clock()
-        self.started_wall = wall_clock()
-        self._chunks: list[Chunk] = []
-        self.rx_bytes = 0
-        self.tx_bytes = 0
-        self.span: tuple[int, int] | None = None  # a slice: which chunks of the whole it holds
-
-    def record(self, direction: str, data: bytes) -> Chunk:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction {direction!r} is not one of {DIRECTIONS}")
-        chunk = Chunk(direction, self._clock() - self._t0, self._wall_clock(), bytes(data))
-        self._chunks.append(chunk)
-        if direction == "rx":
-            self.rx_bytes += len(chunk.data)
-        elif direction == "tx":
-            self.tx_bytes += len(chunk.data)
-        return chunk
-
-    def note(self, text: str) -> Chunk:
-        return self.record("note", text.encode("utf-8", "replace"))
-
-    @property
-    def chunks(self) -> tuple[Chunk, ...]:
-        return tuple(self._chunks)
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def __iter__(self) -> Iterator[Chunk]:
-        return iter(list(self._chunks))
-
-    def data(self, direction: str = "rx") -> bytes:
-        """All bytes of one direction, concatenated."""
-        return b"".join(c.data for c in self._chunks if c.direction == direction)
-
-    def header(self) -> dict[str, Any]:
-        head = {"format": TRANSCRIPT_FORMAT, "version": TRANSCRIPT_VERSION, "source": self.source,
-                "started_wall": self.started_wall, "clock": "monotonic seconds since start"}
-        if self.span is not None:
-            head["chunks"] = list(self.span)
-        return head
-
-    def slice(self, start: int, stop: int | None = None) -> "Transcript":
-        """Chunks ``start`` to ``stop`` (exclusive) as a transcript of their own.
-
-        Times stay relative to this transcript's start (same ``started_wall``), and the header
-        says which chunks of the whole it holds (``"chunks": [start, stop]``), so a slice of a
-        shared console's transcript (one probe's work, the boot log) is evidence on its own.
-        Chunk ``i`` of the whole is JSON line ``i - start + 2`` of the slice's `to_jsonl`.
-        """
-        chunks = self._chunks[start:stop]
-        stop = start + len(chunks)
-        part = Transcript(self.source, clock=self._clock, wall_clock=self._wall_clock)
-        part._t0, part.started_wall = self._t0, self.started_wall
-        part._chunks = list(chunks)
-        part.rx_bytes = sum(len(c.data) for c in chunks if c.direction == "rx")
-        part.tx_bytes = sum(len(c.data) for c in chunks if c.direction == "tx")
-        offset = (self.span[0] if self.span is not None else 0)
-        part.span = (offset + start, offset + stop)
-        return part
-
-    def to_jsonl(self) -> bytes:
-        lines = [json.dumps(self.header(), sort_keys=True)]
-        lines += [json.dumps(c.to_json(), sort_keys=True) for c in self._chunks]
-        return ("\n".join(lines) + "\n").encode("utf-8")
-
-    @classmethod
-    def from_jsonl(cls, blob: bytes | str) -> "Transcript":
-        """Parse `to_jsonl` output; ValueError names the line that is wrong."""
-        text = blob.decode("utf-8") if isinstance(blob, (bytes, bytearray)) else blob
-        lines = text.splitlines()
-        if not lines:
-            raise ValueError("empty transcript")
-        try:
-            head = json.loads(lines[0])
-        except json.JSONDecodeError as e:
-            raise ValueError(f"line 1: not JSON: {e}") from None
-        if not isinstance(head, dict) or head.get("format") != TRANSCRIPT_FORMAT or head.get("version") != TRANSCRIPT_VERSION:
-            raise ValueError(f"line 1: not an {TRANSCRIPT_FORMAT} v{TRANSCRIPT_VERSION} header")
-        t = cls(str(head.get("source", "")))
-        t.started_wall = float(head.get("started_wall", 0.0))
-        span = head.get("chunks")
-        if span is not None:
-            if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)):
-                raise ValueError(f"line 1: 'chunks' must be [start, stop], got {span!r}")
-            t.span = (span[0], span[1])
-        for i, line in enumerate(lines[1:], start=2):
-            try:
-                obj = json.loads(line)
-                data = base64.b64decode(obj["b64"], validate=True)
-                chunk = Chunk(str(obj["dir"]), float(obj["t"]), float(obj["wall"]), data)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"line {i}: bad transcript record: {e}") from None
-            if chunk.direction not in DIRECTIONS:
-                raise ValueError(f"line {i}: direction {chunk.direction!r} is not one of {DIRECTIONS}")
-            if obj.get("n", len(data)) != len(data):
-                raise ValueError(f"line {i}: n={obj.get('n')} but b64 holds {len(data)} bytes")
-            t._chunks.append(chunk)
-            if chunk.direction == "rx":
-                t.rx_bytes += len(data)
-            elif chunk.direction == "tx":
-                t.tx_bytes += len(data)
-        return t
-
-    def render_text(self, *, max_chunk_bytes: int | None = None, numbered: bool = False) -> str:
-        """Readable, pure-ASCII rendering; chunks longer than `max_chunk_bytes` are shortened.
-
-        `numbered`: each chunk starts with its line number in `to_jsonl` (the header is line 1),
-        the numbers the probes' reasons cite ("evidence serial/...-transcript.jsonl line 8").
-        """
-        started = datetime.fromtimestamp(self.started_wall, timezone.utc).isoformat(timespec="microseconds")
-        out = [f"# attestlab console transcript: {escape_bytes(self.source.encode())}, started {started}",
-               f"# rx {self.rx_bytes} bytes, tx {self.tx_bytes} bytes, {len(self._chunks)} chunks;"
-               " escapes: \\r \\n \\t \\\\ \\xNN"]
-        number = (lambda i: f"L{i + 2:<6} ") if numbered else (lambda i: "")
-        gutter = " " * (28 + len(number(0))) + "| "
-        for i, c in enumerate(self._chunks):
-            data = c.data
-            suffix = ""
-            if max_chunk_bytes is not None and len(data) > max_chunk_bytes:
-                suffix = f" [... {len(data) - max_chunk_bytes} more bytes]"
-                data = data[:max_chunk_bytes]
-            if c.direction == "note":
-                body = escape_bytes(data) + suffix
-                out.append(f"{number(i)}+{c.t:12.6f} --   note    # {body}")
-                continue
-            pieces = escape_bytes(data).split("\\n")
-            lines = [p + "\\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
-            lines = lines or [""]
-            lines[-1] += suffix
-            out.append(f"{number(i)}+{c.t:12.6f} {c.direction} {len(c.data):8d} B | {lines[0]}")
-            out.extend(gutter + line for line in lines[1:])
-        return "\n".join(out) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Text view: cleaning and line capping
-
-_ANSI_RE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, ended by BEL or ST
-    r"|\x1b[PX^_][^\x1b]*\x1b\\"  # DCS, SOS, PM, APC
-    r"|\x1b[ -/]*[0-~]"  # two-or-more-character escapes (ESC ( B, ESC 7, ESC M, ...)
-)
-_ANSI_PARTIAL_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
-_CTRL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")
-_MAX_ESCAPE_CARRY = 512
-
-
-class TextCleaner:
-    """Incremental bytes -> clean text (see the module docstring). Chunking does not matter."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._carry = ""
-
-    def feed(self, data: bytes, final: bool = False) -> str:
-        s = self._carry + self._decoder.decode(bytes(data), final)
-        self._carry = ""
-        if not final:
-            esc = s.rfind("\x1b")
-            if esc >= 0 and len(s) - esc <= _MAX_ESCAPE_CARRY and _ANSI_PARTIAL_RE.match(s, esc):
-                self._carry, s = s[esc:], s[:esc]
-        s = _ANSI_RE.sub("", s)
-        if s.endswith("\r") and not final:
-            self._carry = "\r" + self._carry
-            s = s[:-1]
-        s = s.replace("\r\n", "\n").replace("\r", "\n")
-        return _CTRL_RE.sub("", s)
-
-
-def clean_text(data: bytes) -> str:
-    """The text view of `data`: UTF-8, no escape sequences or control characters, LF line ends."""
-    return TextCleaner().feed(data, final=True)
-
-
-class _LineCapper:
-    """Keeps at most `max_line` characters of each line: the head and the tail, eliding the middle."""
-
-    def __init__(self, max_line: int) -> None:
-        self.head_max = max(1, max_line - max_line // 4)
-        self.tail_max = max_line // 4
-        self.cur = 0
-        self.tail = ""
-        self.elided = 0
-        self.total_elided = 0
-
-    def feed(self, s: str) -> str:
-        out: list[str] = []
-        while s:
-            nl = s.find("\n")
-            body, s = (s, "") if nl < 0 else (s[:nl], s[nl + 1 :])
-            if self.cur < self.head_max and not self.tail and not self.elided:
-                take = body[: self.head_max - self.cur]
-                out.append(take)
-                self.cur += len(take)
-                body = body[len(take) :]
-            if body:
-                t = self.tail + body
-                if len(t) > self.tail_max:
-                    self.elided += len(t) - self.tail_max
-                    t = t[len(t) - self.tail_max :]
-                self.tail = t
-            if nl >= 0:
-                out.append(self._release())
-                out.append("\n")
-                self.cur = 0
-        return "".join(out)
-
-    def _release(self) -> str:
-        s = ""
-        if self.elided:
-            s = f"[... {self.elided} characters elided ...]"
-            self.total_elided += self.elided
-        s += self.tail
-        self.tail, self.elided = "", 0
-        return s
-
-    def flush(self) -> str:
-        """Release the held tail of an unfinished over-long line (the line goes on being capped)."""
-        if not self.tail and not self.elided:
-            return ""
-        s = self._release()
-        self.cur = self.head_max
-        return s
-
-    def held(self) -> str:
-        return (f"[... {self.elided} characters elided ...]" if self.elided else "") + self.tail
 
 
 class _Pending:
@@ -480,41 +144,16 @@ class ExpectMatch:
 
 
 @dataclass(frozen=True)
-class DumpResult:
-    """A verified image: its length and sha256 match the BEGIN record, every frame's CRC passed."""
+class UnreadText:
+    """Text the board printed that no call consumed: it arrived after a command had returned
+    (after its settled prompt) and before the next call read the port, or between a command
+    being sent and its echo. `SerialConsole.take_unread` hands it over; nothing is dropped.
+    """
 
-    name: str
-    data: bytes = field(repr=False)
-    sha256: str
-    size: int
-    frame_size: int
-    frames: int
-    resend_rounds: int
-    frames_requested: int
-    corrupt_records: int
-    duplicate_frames: int
-    skipped_bytes: int
-    rx_bytes: int
-    tx_bytes: int
-    seconds: float
-
-    @property
-    def overhead(self) -> float:
-        """Bytes read from the console per image byte (echo, chatter, retransmissions included)."""
-        return self.rx_bytes / self.size if self.size else float("inf")
-
-    @property
-    def throughput(self) -> float:
-        """Image bytes per second."""
-        return self.size / self.seconds if self.seconds > 0 else float("inf")
-
-    def to_facts(self) -> dict[str, Any]:
-        """Plain data for a run record: integers and text only (signed records hold no floats)."""
-        return {"region": self.name, "size": self.size, "sha256": self.sha256, "frame_size": self.frame_size,
-                "frames": self.frames, "resend_rounds": self.resend_rounds, "frames_requested": self.frames_requested,
-                "corrupt_records": self.corrupt_records, "duplicate_frames": self.duplicate_frames,
-                "skipped_bytes": self.skipped_bytes, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
-                "microseconds": int(round(self.seconds * 1e6))}
+    text: str  # clean text, verbatim (prompts included)
+    after: str | None  # the command whose prompt it followed ("" an Enter); None: at open, around the boot log
+    first_chunk: int  # transcript chunk indices of the rx bytes it came from
+    last_chunk: int
 
 
 @dataclass
@@ -539,6 +178,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_bytes": 4 << 20,  # byte budget per expect/command/read call
     "max_line": 64 << 10,  # characters kept per line in the text view
     "max_match": 64 << 10,  # characters a match may reach back into earlier reads
+    "settle_s": 0.3,  # s of silence after a prompt before it counts as the prompt (see command())
     "poll_interval": 0.05,  # s, longest single blocking read
     "write_timeout": 5.0,  # s
     "flush_on_open": False,  # True: discard what the port buffered before open
@@ -576,6 +216,7 @@ class SerialConsole:
         self.max_match = int(cfg["max_match"])
         self.newline: str = cfg["newline"]
         self.echo = bool(cfg["echo"])
+        self.settle_s = float(cfg["settle_s"])
         if cfg["prompt"] is not None:
             self.prompt_description = repr(cfg["prompt"])
             self._prompt_rx: re.Pattern | None = re.compile(r"(?m)^" + re.escape(str(cfg["prompt"])))
@@ -594,9 +235,17 @@ class SerialConsole:
         self._last_full = False
         self._poll = float(cfg["poll_interval"])
         self._cleaner = TextCleaner()
-        self._capper = _LineCapper(int(cfg["max_line"]))
+        self._capper = LineCapper(int(cfg["max_line"]))
         self._pending = _Pending()
         self._raw_left = b""
+        self._last_rx = -1  # transcript index of the latest rx chunk
+        self._unread_from = 0  # unconsumed text comes from rx chunks at or after this index
+        self._unread: list[UnreadText] = []
+        self._unread_chars = 0  # characters in _unread: at most about max_bytes (see _drain)
+        self._elided_before = 0  # characters elided by text views since replaced (_reset_text)
+        # The command typed last ("" an Enter), None before any (and again after the boot log).
+        self.last_command: str | None = None
+        self._dumps: dict[str, DumpResult] = {}  # region -> verified image, read once per console
         # What the board printed up to its first prompt, captured once when the board's console
         # is opened (see `capture_boot_log`); None with `boot_log_problem` saying why when not.
         self.boot_log: str | None = None
@@ -664,10 +313,13 @@ class SerialConsole:
         if self._ser is None:
             raise self._error("not open (call open() or use it as a context manager)")
 
-    def _read_chunk(self, deadline: float, doing: str | Callable[[], str]) -> bytes:
-        """At most one chunk: what is waiting, else wait up to one poll interval (never past deadline)."""
-        left = deadline - time.monotonic()
-        if left <= 0:
+    def _read_chunk(self, deadline: float, doing: str | Callable[[], str], *, wait: bool = True) -> bytes:
+        """At most one chunk: what is waiting, else wait up to one poll interval (never past deadline).
+
+        ``wait=False``: only what is already waiting, at once (the deadline is not used).
+        """
+        left = deadline - time.monotonic() if wait else 0.0
+        if left <= 0 and wait:
             return b""
         try:
             if self._fd is not None:
@@ -682,7 +334,7 @@ class SerialConsole:
                     except BlockingIOError:
                         pass
                 if not data:
-                    ready, _, _ = select.select([self._fd], [], [], min(left, self._poll))
+                    ready, _, _ = select.select([self._fd], [], [], max(0.0, min(left, self._poll)))
                     if not ready:
                         self._last_full = False
                         return b""
@@ -696,12 +348,15 @@ class SerialConsole:
                 self._last_full = len(data) >= 4000
             else:
                 n = self._ser.in_waiting
+                if n <= 0 and not wait:
+                    return b""
                 data = self._ser.read(n if n > 0 else 1)
         except Exception as e:  # SerialException, OSError (EIO), and pyserial's odd ones on a dead fd
             what = doing() if callable(doing) else doing
             raise self._error(f"port failed while {what}: {type(e).__name__}: {e}") from e
         if data:
             self.transcript.record("rx", data)
+            self._last_rx = len(self.transcript) - 1
         return data
 
     def write(self, data: bytes) -> None:
@@ -738,16 +393,69 @@ class SerialConsole:
             self._to_text(data)
 
     def _reset_text(self) -> None:
-        self._pending.discard()
+        """A fresh text view (the byte stream was cut by raw reads); what it held becomes unread."""
+        self._pending.add(self._capper.feed(self._cleaner.feed(b"", final=True)))
+        self._keep_unread(*self._consume_all(), self.last_command)
+        self._elided_before = self.elided_characters
         self._cleaner = TextCleaner()
-        self._capper = _LineCapper(int(self.config["max_line"]))
+        self._capper = LineCapper(int(self.config["max_line"]))
 
-    def _unconsumed(self, limit: int = 4000) -> str:
-        """The clean text read but not consumed (head and tail when longer than `limit`)."""
-        text = self._pending.text() + self._capper.held()
-        if len(text) > limit:
-            text = text[: limit // 2] + f"[... {len(text) - limit} characters elided ...]" + text[-limit // 2 :]
-        return text
+    @property
+    def elided_characters(self) -> int:
+        """Characters left out of the text view so far: the middles of lines longer than
+        ``max_line`` (they are in the transcript). Text a check judges is complete only if this
+        did not grow while it was read."""
+        return self._elided_before + self._capper.total_elided + self._capper.elided
+
+    def _consume_all(self) -> tuple[str, int | None]:
+        """Every character read and not consumed (an over-long line's held tail too), and the
+        transcript index of the first rx chunk it came from."""
+        self._pending.add(self._capper.flush())
+        text = self._pending.discard()
+        first = self.transcript.index("rx", self._unread_from)
+        self._unread_from = self._last_rx if self._cleaner.holding else len(self.transcript)
+        return text, first
+
+    def _keep_unread(self, text: str, first_chunk: int | None, after: str | None) -> None:
+        """Keep text nobody asked for (blank text holds nothing to judge; its bytes stay in the transcript)."""
+        if text.strip():
+            last = self._last_rx
+            self._unread.append(UnreadText(text, after, last if first_chunk is None else first_chunk, last))
+            self._unread_chars += len(text)
+
+    def _drain(self) -> None:
+        """Before typing: read what is already waiting (no waiting for more, at most `max_bytes`),
+        and keep every unconsumed character as unread text (`take_unread`)."""
+        self._require_open()
+        self._take_raw_left()
+        got = 0
+        while got < self.max_bytes:
+            data = self._read_chunk(0.0, "reading what the board printed unasked", wait=False)
+            if not data:
+                break
+            got += len(data)
+            self._to_text(data)
+        self._keep_unread(*self._consume_all(), self.last_command)
+        if self._unread_chars > self.max_bytes:
+            # A board that talks this much unasked would fill memory; what it said is kept.
+            raise self._error(f"the board printed {self._unread_chars} characters nobody asked for (more than "
+                              f"max_bytes {self.max_bytes}); take_unread() holds them",
+                              details={"bytes": got, "reason": "budget", "text": ""})
+
+    def take_unread(self) -> list[UnreadText]:
+        """Text the board printed that no call consumed, oldest first; returns it and clears the list.
+
+        Reads what is already waiting first (when open). A port that fails during that read is
+        noted in the transcript; the text read so far is still returned.
+        """
+        if self._ser is not None:
+            try:
+                self._drain()
+            except ConsoleError:
+                pass
+        self._keep_unread(*self._consume_all(), self.last_command)  # (closed, or the read failed)
+        unread, self._unread, self._unread_chars = self._unread, [], 0
+        return unread
 
     def _seen(self) -> str:
         tail = self._pending.tail(200) + self._capper.held()[-200:]
@@ -759,6 +467,8 @@ class SerialConsole:
                        self.max_bytes if max_bytes is None else int(max_bytes), now)
 
     def _expect(self, rx: re.Pattern, what: str, lim: _Limits) -> ExpectMatch:
+        """Wait for `rx`; consumes through the match. On timeout or budget the ConsoleError's
+        ``details["text"]`` holds (and consumes) every character received and not yet consumed."""
         self._require_open()
         self._take_raw_left()
         start = 0
@@ -770,25 +480,65 @@ class SerialConsole:
                 if m:
                     a, b = wstart + m.start(), wstart + m.end()
                     consumed = self._pending.take(b)
+                    left = self._pending.size or self._capper.held() or self._cleaner.holding
+                    self._unread_from = self._last_rx if left else len(self.transcript)
                     return ExpectMatch(rx.pattern, consumed[a:], consumed[:a], m.groups(), m.groupdict(),
                                        time.monotonic() - lim.started, lim.got)
                 start = max(0, self._pending.size - self.max_match)
-            elapsed = time.monotonic() - lim.started
-            if lim.got >= lim.budget:
-                raise self._error(f"no {what} after {lim.got} bytes in {elapsed:.2f} s (byte budget {lim.budget}); "
-                                  f"last output: '{self._seen()}'",
-                                  details={"bytes": lim.got, "seconds": elapsed, "reason": "budget",
-                                           "text": self._unconsumed()})
-            if time.monotonic() >= lim.deadline:
-                raise self._error(f"timed out after {elapsed:.2f} s waiting for {what} ({lim.got} bytes received); "
-                                  f"last output: '{self._seen()}'",
-                                  details={"bytes": lim.got, "seconds": elapsed, "reason": "timeout",
-                                           "text": self._unconsumed()})
+            self._check_limits(what, lim)
             data = self._read_chunk(lim.deadline, f"waiting for {what}")
             fresh = bool(data)
             if data:
                 lim.got += len(data)
                 self._to_text(data)
+
+    def _check_limits(self, what: str, lim: _Limits) -> None:
+        """Raise ConsoleError (reason "budget" or "timeout") when a limit is reached; its
+        ``details["text"]`` holds (and consumes) every character received and not yet consumed."""
+        elapsed = time.monotonic() - lim.started
+        over = lim.got >= lim.budget
+        if over or time.monotonic() >= lim.deadline:
+            why = (f"no {what} after {lim.got} bytes in {elapsed:.2f} s (byte budget {lim.budget})" if over else
+                   f"timed out after {elapsed:.2f} s waiting for {what} ({lim.got} bytes received)")
+            seen = self._seen()
+            raise self._error(f"{why}; last output: '{seen}'",
+                              details={"bytes": lim.got, "seconds": elapsed, "reason": "budget" if over else "timeout",
+                                       "text": self._consume_all()[0]})
+
+    def _settled(self, lim: _Limits) -> bool:
+        """After a prompt match: does `settle_s` pass with no text after it? Text that arrives
+        means the prompt was not the end of the output. Bytes that clean to no text (escape
+        sequences, line noise) are not text; they count toward the byte budget. (A prompt that
+        came just before the deadline may settle up to `settle_s` after it.)"""
+        self._take_raw_left()
+        until = time.monotonic() + self.settle_s
+        while not (self._pending.size or self._capper.held()):
+            if time.monotonic() >= until:
+                return True
+            data = self._read_chunk(until, "waiting for the console to settle after its prompt")
+            if data:
+                lim.got += len(data)
+                self._to_text(data)
+        return False
+
+    def _settled_prompt(self, what: str, lim: _Limits) -> str:
+        """The text before the first prompt followed by `settle_s` of silence. Earlier prompt
+        matches (a fake prompt, then more output) stay in it verbatim."""
+        prompt = self._prompt()
+        parts: list[str] = []
+        while True:
+            try:
+                if parts:  # a prompt that did not settle: the limits hold across prompts
+                    self._check_limits(what, lim)
+                m = self._expect(prompt, what, lim)
+            except ConsoleError as e:
+                if parts:  # what came before the earlier prompt is part of what was received
+                    e.details["text"] = "".join(parts) + str(e.details.get("text") or "")
+                raise
+            parts.append(m.before)
+            if self._settled(lim):
+                return "".join(parts)
+            parts.append(m.text)
 
     @staticmethod
     def _compile(pattern: str | re.Pattern) -> re.Pattern:
@@ -805,29 +555,44 @@ class SerialConsole:
         return self._prompt_rx
 
     def wait_prompt(self, timeout: float | None = None, *, max_bytes: int | None = None) -> str:
-        """Wait for the prompt without typing anything; returns the text before it (e.g. a boot log)."""
-        return self._expect(self._prompt(), f"prompt {self.prompt_description}", self._limits(timeout, max_bytes)).before
+        """Wait for a settled prompt without typing anything; returns the text before it (a boot log)."""
+        self._prompt()
+        return self._settled_prompt(f"prompt {self.prompt_description}", self._limits(timeout, max_bytes))
 
     def sync(self, timeout: float | None = None, *, max_bytes: int | None = None) -> str:
-        """Press Enter and wait for a fresh prompt; returns the text that came before it."""
-        prompt = self._prompt()
-        self._take_raw_left()
-        self._pending.discard()
+        """Press Enter and wait for a fresh, settled prompt; returns the text that came before it.
+
+        What arrived unasked before the Enter is kept as unread text first (`take_unread`). An
+        Enter asks nothing, so what came before the fresh prompt (beyond blank lines) is also
+        kept as unread text, after ``""``: callers that only want the prompt lose nothing.
+        """
+        return self._enter(timeout, max_bytes, "")
+
+    def _enter(self, timeout: float | None, max_bytes: int | None, after: str | None) -> str:
+        self._prompt()
+        self._drain()
         lim = self._limits(timeout, max_bytes)
+        self.last_command = ""
+        sent = len(self.transcript)
         self.send_line("")
-        return self._expect(prompt, f"prompt {self.prompt_description} after Enter", lim).before
+        text = self._settled_prompt(f"prompt {self.prompt_description} after Enter", lim)
+        self._keep_unread(text, self.transcript.index("rx", sent), after)
+        return text
 
     def capture_boot_log(self, mode: str = "capture", timeout: float = 5.0, reboot_command: str = "reboot") -> None:
-        """Once, right after `open`: keep what the board printed up to its first prompt, and leave
-        the console at its prompt.
+        """Once, right after `open`: keep what the board printed up to its first settled prompt,
+        and leave the console at its prompt.
 
-        ``capture``: the text before the first prompt that arrives within `timeout` s: the boot
-        log of a board that boots while the port is held (a simulated board, whose pty the
-        simulator holds open; a bench board power-cycled while this waits; what a console server
-        logged). The port's buffered input is not flushed at open.
+        ``capture``: the text before the first prompt that arrives within `timeout` s and is
+        followed by `settle_s` of silence: the boot log of a board that boots while the port is
+        held (a simulated board, whose pty the simulator holds open; a bench board power-cycled
+        while this waits; what a console server logged). The port's buffered input is not
+        flushed at open.
         A board that was already up prints nothing: no boot log (`boot_log_problem` says why);
         then Enter brings a prompt. ``reboot``: Enter, then `reboot_command`; its output up to
-        the next prompt (within `timeout` s) is the boot log. ``off``: Enter only, no boot log.
+        the next settled prompt (within `timeout` s) is the boot log. ``off``: Enter only, no
+        boot log. Whatever else the board prints meanwhile (text without a prompt, the answer to
+        Enter) is kept as unread text after None (`take_unread`).
         Raises ConsoleError when no prompt can be had at all.
         """
         start = len(self.transcript)
@@ -838,7 +603,9 @@ class SerialConsole:
                 try:
                     self.boot_log = self.wait_prompt(timeout=timeout)
                 except ConsoleError as e:
-                    said = len(str(e.details.get("text") or "").strip())
+                    text = str(e.details.get("text") or "")
+                    self._keep_unread(text, self.transcript.index("rx", start), None)
+                    said = len(text.strip())
                     heard = (f"{said} characters arrived without a prompt (still booting? raise "
                              f"interfaces.serial.boot_timeout)") if said else "nothing arrived"
                     self.boot_log_problem = (
@@ -846,42 +613,51 @@ class SerialConsole:
                         f"{self.url} ({heard}); the board was up before the console was opened, so its boot "
                         f"messages were not seen. Power-cycle the board after the run starts, or set "
                         f"interfaces.serial.boot_log: reboot to have the harness reboot it")
-                    self.sync()
+                    self._enter(None, None, None)
             elif mode == "reboot":
-                self.sync()
+                self._enter(None, None, None)
+                self.last_command = None  # (text before the echo of the reboot is still "at open")
                 self.boot_log = self.command(reboot_command, timeout=timeout)
             elif mode == "off":
                 self.boot_log_problem = "no boot log: capture is off (interfaces.serial.boot_log: off)"
-                self.sync()
+                self._enter(None, None, None)
             else:
                 raise ValueError(f"boot log mode {mode!r} is not one of capture, reboot, off")
         finally:
             self.boot_span = (start, len(self.transcript))
+            self.last_command = None
         self.transcript.note("boot log: " + (f"{len(self.boot_log)} characters" if self.boot_log is not None
                                              else str(self.boot_log_problem)))
         self.boot_span = (start, len(self.transcript))
 
     def command(self, text: str, timeout: float | None = None, *, max_bytes: int | None = None) -> str:
-        """Run a command at the prompt; returns its output (clean text between echo and prompt).
+        """Run a command at the prompt; returns its output: the clean text between its echo and
+        the first prompt followed by `settle_s` of silence.
 
         Assumes the console is at its prompt (after `wait_prompt`, `sync` or a previous command).
+        Text that arrives after an earlier prompt match (a fake prompt, then more output) is part
+        of the output, that prompt verbatim in it. What arrived unasked before the command was
+        typed, or between typing it and its echo, is kept as unread text (`take_unread`).
         """
-        prompt = self._prompt()
+        self._prompt()
         if "\r" in text or "\n" in text:
             raise ValueError("command text must be one line")
-        self._require_open()
-        self._take_raw_left()
-        self._pending.discard()
+        self._drain()
         lim = self._limits(timeout, max_bytes)
+        previous, self.last_command = self.last_command, text
+        sent = len(self.transcript)
         self.send_line(text)
         if self.echo:
-            self._expect(re.compile(re.escape(text.strip()) + r"[ \t]*\n"), f"echo of {text!r}", lim)
-        m = self._expect(prompt, f"prompt {self.prompt_description} after {text!r}", lim)
-        out = m.before
+            echo = self._expect(re.compile(re.escape(text.strip()) + r"[ \t]*\n"), f"echo of {text!r}", lim)
+            self._keep_unread(echo.before, self.transcript.index("rx", sent), previous)
+        out = self._settled_prompt(f"prompt {self.prompt_description} after {text!r}", lim)
         return out[:-1] if out.endswith("\n") else out
 
     def read_until_quiet(self, quiet: float = 0.5, timeout: float | None = None, *, max_bytes: int | None = None) -> str:
-        """Read until nothing arrives for `quiet` seconds; returns the clean text (consumed)."""
+        """Read until nothing arrives for `quiet` seconds; returns the clean text (consumed).
+
+        A board that does not go quiet raises ConsoleError; its ``details["text"]`` holds (and
+        consumes) the text received."""
         self._require_open()
         self._take_raw_left()
         lim = self._limits(timeout, max_bytes)
@@ -891,28 +667,30 @@ class SerialConsole:
             if now - last >= quiet:
                 break
             if now >= lim.deadline:
+                seen = self._seen()
                 raise self._error(f"did not go quiet for {quiet:.2f} s within {now - lim.started:.2f} s "
-                                  f"({lim.got} bytes received); last output: '{self._seen()}'",
-                                  details={"bytes": lim.got})
+                                  f"({lim.got} bytes received); last output: '{seen}'",
+                                  details={"bytes": lim.got, "reason": "timeout", "text": self._consume_all()[0]})
             data = self._read_chunk(min(lim.deadline, last + quiet), f"reading until quiet for {quiet} s")
             if data:
                 lim.got += len(data)
                 last = time.monotonic()
                 self._to_text(data)
                 if lim.got > lim.budget:
+                    seen = self._seen()
                     raise self._error(f"still talking after {lim.got} bytes (byte budget {lim.budget}) while "
-                                      f"waiting for {quiet:.2f} s of quiet; last output: '{self._seen()}'",
-                                      details={"bytes": lim.got})
-        self._pending.add(self._capper.flush())
-        return self._pending.discard()
+                                      f"waiting for {quiet:.2f} s of quiet; last output: '{seen}'",
+                                      details={"bytes": lim.got, "reason": "budget", "text": self._consume_all()[0]})
+        return self._consume_all()[0]
 
     # -- raw --
 
     def read_bytes(self, n: int | None = None, *, until: bytes | None = None, timeout: float | None = None,
                    max_bytes: int | None = None) -> bytes:
-        """Raw bytes: exactly `n`, or up to and including `until`. Text not yet consumed is dropped.
+        """Raw bytes: exactly `n`, or up to and including `until`.
 
-        Bytes read past what is returned are kept for the next read (raw or text).
+        Text not yet consumed is kept as unread text (`take_unread`) and the text view starts
+        afresh. Bytes read past what is returned are kept for the next read (raw or text).
         """
         if (n is None) == (until is None):
             raise ValueError("read_bytes needs exactly one of n= or until=")
@@ -946,271 +724,31 @@ class SerialConsole:
                 lim.got += len(data)
                 buf += data
 
-    # -- firmware dump --
-
     def dump_region(self, name: str, *, timeout: float | None = None, start_timeout: float | None = None,
                     idle_timeout: float | None = None, max_rounds: int | None = None, max_size: int | None = None,
                     command: str | None = None, on_frame: Callable[[int, int], None] | None = None) -> DumpResult:
         """Dump flash region `name` with the dumpframe protocol; returns the verified image.
 
+        A region is read once per console: asking again returns the first verified image, with
+        no second transfer (every check of a run judges the same bytes; see `dumped_images`).
         Sends ``dump_command`` (``dump {name}``) at the prompt, collects DATA frames, asks for
         missing or damaged ones (at most `max_rounds` RESEND rounds), checks the length and the
         sha256 from BEGIN, sends DONE and waits for the prompt. Anything short of that raises
         ConsoleError (after telling the board ABORT where possible); partial data is never
         returned. `on_frame(have, total)` is called after each new frame (total 0 before BEGIN).
         """
-        cfg = self.config
-        self._prompt()
-        self._require_open()
-        timeout = float(cfg["dump_timeout"] if timeout is None else timeout)
-        start_timeout = float(cfg["dump_start_timeout"] if start_timeout is None else start_timeout)
-        idle_timeout = float(cfg["dump_idle_timeout"] if idle_timeout is None else idle_timeout)
-        max_rounds = int(cfg["dump_max_rounds"] if max_rounds is None else max_rounds)
-        max_size = int(cfg["dump_max_size"] if max_size is None else max_size)
-        cmd = (command or cfg["dump_command"]).format(name=name)
-        self._take_raw_left()
-        self._reset_text()
-        rx0, tx0 = self.transcript.rx_bytes, self.transcript.tx_bytes
-        state = _DumpState(self, name, cmd, timeout, start_timeout, idle_timeout, max_rounds, max_size, on_frame)
-        self.transcript.note(f"dump {name!r}: sending {cmd!r}")
-        self.send_line(cmd)
-        try:
-            image, begin = state.run()
-        except ConsoleError as e:
-            if state.stream is not None and self._ser is not None:
-                try:
-                    self.write(Abort(state.stream, str(e)[:1000]).encode())
-                except ConsoleError:
-                    pass
-            raise
-        seconds = time.monotonic() - state.t0
-        self.write(Done(begin.stream).encode())
-        after = max(1.0, min(10.0, self.timeout))
-        try:
-            self._expect(self._prompt(), f"prompt {self.prompt_description} after the dump of {name!r}",
-                         self._limits(after, None))
-        except ConsoleError as e:
-            raise self._error(f"dump of {name!r}: the image arrived and verified (sha256 {begin.sha256_hex}) but "
-                              f"the board did not return to its prompt after DONE: {e}",
-                              details={"region": name, "sha256": begin.sha256_hex}) from e
-        self.transcript.note(f"dump {name!r}: {len(image)} bytes, sha256 {begin.sha256_hex}, "
-                             f"{state.rounds} RESEND rounds, {state.requested} frames requested")
-        return DumpResult(name=name, data=image, sha256=begin.sha256_hex, size=len(image), frame_size=begin.frame_size,
-                          frames=begin.frame_count, resend_rounds=state.rounds, frames_requested=state.requested,
-                          corrupt_records=state.decoder.corrupt, duplicate_frames=state.duplicates,
-                          skipped_bytes=state.decoder.skipped_bytes,
-                          rx_bytes=self.transcript.rx_bytes - rx0, tx_bytes=self.transcript.tx_bytes - tx0,
-                          seconds=seconds)
+        done = self._dumps.get(name)
+        if done is not None:
+            self.transcript.note(f"dump {name!r}: already read on this console (sha256 {done.sha256}); not read again")
+            return done
+        result = dump_region(self, name, timeout=timeout, start_timeout=start_timeout, idle_timeout=idle_timeout,
+                             max_rounds=max_rounds, max_size=max_size, command=command, on_frame=on_frame)
+        self._dumps[name] = result
+        return result
 
-
-class _DumpState:
-    """The host side of one dump (see SerialConsole.dump_region)."""
-
-    CHATTER_KEEP = 64 << 10
-
-    def __init__(self, console: SerialConsole, name: str, cmd: str, timeout: float, start_timeout: float,
-                 idle_timeout: float, max_rounds: int, max_size: int, on_frame: Callable[[int, int], None] | None) -> None:
-        self.c = console
-        self.name, self.cmd = name, cmd
-        self.timeout, self.start_timeout, self.idle_timeout = timeout, start_timeout, idle_timeout
-        self.max_rounds, self.max_size, self.on_frame = max_rounds, max_size, on_frame
-        self.t0 = time.monotonic()
-        self.decoder = FrameDecoder()
-        self.stream: int | None = None
-        self.begin: Begin | None = None
-        self.frames: dict[int, bytes] = {}
-        self.missing: set[int] = set()
-        self.buffered = 0  # payload bytes held before BEGIN
-        self.rounds = 0
-        self.requested = 0
-        self.duplicates = 0
-        self.stale = 0
-        self.chatter = bytearray()
-        self.chatter_cleaner = TextCleaner()
-        self.chatter_text = ""
-
-    def fail(self, message: str) -> ConsoleError:
-        have = len(self.frames)
-        total = self.begin.frame_count if self.begin else None
-        details = {"region": self.name, "frames_have": have, "frames_total": total, "resend_rounds": self.rounds,
-                   "corrupt_records": self.decoder.corrupt, "seconds": time.monotonic() - self.t0}
-        progress = f"{have}/{total if total is not None else '?'} frames"
-        return self.c._error(f"dump of {self.name!r} failed ({progress}, {self.rounds} RESEND rounds): {message}",
-                             details=details)
-
-    def _frame_ok(self, d: Data) -> str | None:
-        b = self.begin
-        assert b is not None
-        count = b.frame_count
-        if d.seq >= count:
-            return f"seq {d.seq} beyond the {count} frames BEGIN announced"
-        expect = b.frame_size if d.seq < count - 1 else b.total_length - (count - 1) * b.frame_size
-        if len(d.payload) != expect:
-            return f"frame {d.seq} carries {len(d.payload)} bytes, expected {expect}"
-        if d.last != (d.seq == count - 1):
-            return f"frame {d.seq} has the LAST flag {'set' if d.last else 'clear'} wrongly"
-        return None
-
-    def _accept(self, d: Data) -> None:
-        if d.seq in self.frames:
-            self.duplicates += 1
-            return
-        if self.begin is not None:
-            problem = self._frame_ok(d)
-            if problem:
-                self.c.transcript.note(f"dump {self.name!r}: dropped a frame: {problem}")
-                return
-            self.missing.discard(d.seq)
-        else:
-            self.buffered += len(d.payload)
-            if self.buffered > self.max_size:
-                raise self.fail(f"more than {self.max_size} bytes of frames without a BEGIN record")
-        self.frames[d.seq] = d.payload
-        if self.on_frame is not None:
-            self.on_frame(len(self.frames), self.begin.frame_count if self.begin else 0)
-
-    def _on_begin(self, b: Begin) -> None:
-        if self.begin is not None:
-            if b != self.begin:
-                raise self.fail(f"BEGIN changed during the dump: {self.begin} then {b}")
-            return
-        if b.name != self.name:
-            raise self.fail(f"board announced region {b.name!r}, asked for {self.name!r}")
-        if b.total_length > self.max_size:
-            raise self.fail(f"region is {b.total_length} bytes, more than the {self.max_size}-byte limit")
-        self.begin = b
-        early = dict(self.frames)
-        self.frames.clear()  # (cleared in place: run() holds a reference)
-        self.missing = set(range(b.frame_count))
-        for seq, payload in early.items():
-            self._accept(Data(b.stream, seq, payload, seq == b.frame_count - 1))
-
-    def _adopt(self, stream: int, is_begin: bool) -> bool:
-        """Is this record part of our dump? The first record names the stream."""
-        if self.stream is None or (is_begin and self.begin is None and stream != self.stream):
-            if self.stream is not None:
-                self.c.transcript.note(f"dump {self.name!r}: switching from stream {self.stream} to {stream}")
-                self.frames.clear()
-                self.buffered = 0
-            self.stream = stream
-            return True
-        if stream != self.stream:
-            self.stale += 1
-            return False
-        return True
-
-    def _chatter(self, data: bytes) -> None:
-        if self.stream is not None or len(self.chatter) >= self.CHATTER_KEEP:
-            return
-        data = data[: self.CHATTER_KEEP - len(self.chatter)]
-        self.chatter += data
-        self.chatter_text += self.chatter_cleaner.feed(data)
-        text = self.chatter_text
-        if self.c.echo:
-            # Only a prompt after the echo of the command is the board's answer to it; one before
-            # is stale (e.g. a second prompt from an Enter that followed an ABORT).
-            echo = re.search(re.escape(self.cmd) + r"[ \t]*\n", text)
-            if echo is None:
-                return
-            text = text[echo.end() - 1 :]
-        if self.c._prompt().search(text):
-            said = text.strip().replace("\n", " | ")
-            raise self.fail(f"the board answered {self.cmd!r} without starting a dump: '{said}'")
-
-    def _request(self) -> bool:
-        """Ask for what is missing; False when nothing is."""
-        if self.begin is None:
-            seqs = [BEGIN_SEQ]
-        else:
-            seqs = sorted(self.missing)
-            if not seqs:
-                return False
-        if self.rounds >= self.max_rounds:
-            first = ", ".join(str(s) for s in seqs[:8]) + (" ..." if len(seqs) > 8 else "")
-            what = "the BEGIN record" if self.begin is None else f"{len(seqs)} frames ({first})"
-            raise self.fail(f"{what} still missing after {self.max_rounds} RESEND rounds")
-        self.rounds += 1
-        self.c.transcript.note(f"dump {self.name!r}: RESEND round {self.rounds}: {len(seqs)} "
-                               + ("record (BEGIN)" if self.begin is None else "frames"))
-        assert self.stream is not None
-        for i in range(0, len(seqs), MAX_RESEND_SEQS):
-            self.c.write(Resend(self.stream, tuple(seqs[i : i + MAX_RESEND_SEQS])).encode())
-        self.requested += len(seqs)
-        return True
-
-    def _complete(self) -> bool:
-        return self.begin is not None and not self.missing
-
-    def _doing(self) -> str:
-        total = self.begin.frame_count if self.begin else "?"
-        return f"dumping {self.name!r} ({len(self.frames)}/{total} frames)"
-
-    def run(self) -> tuple[bytes, Begin]:
-        deadline = self.t0 + self.timeout
-        last_rx = time.monotonic()
-        read = self.c._read_chunk
-        feed = self.decoder.feed
-        frames = self.frames
-        while self.begin is None or self.missing:
-            now = time.monotonic()
-            if now >= deadline:
-                raise self.fail(f"timed out after {self.timeout:.1f} s")
-            if self.stream is None and now - self.t0 >= self.start_timeout:
-                said = self.chatter_text.strip().replace("\n", " | ")[-300:]
-                raise self.fail(f"no dump record within {self.start_timeout:.1f} s after {self.cmd!r}; "
-                                f"the console said: '{said}'")
-            data = read(deadline, self._doing)
-            request = False
-            if data:
-                last_rx = time.monotonic()
-                events = feed(data)
-            elif self.stream is not None and time.monotonic() - last_rx >= self.idle_timeout:
-                events = self.decoder.flush()
-                request = True  # silence: END lost or frames truncated; ask for what is missing
-                last_rx = time.monotonic()
-            else:
-                continue
-            for ev in events:
-                kind = type(ev)
-                if kind is Data:
-                    b = self.begin
-                    # The common case inline: a full-size, new, in-range frame of our stream.
-                    if (b is not None and ev.stream == self.stream and ev.seq < b.frame_count - 1
-                            and len(ev.payload) == b.frame_size and not ev.last and ev.seq not in frames):
-                        frames[ev.seq] = ev.payload
-                        self.missing.discard(ev.seq)
-                        if self.on_frame is not None:
-                            self.on_frame(len(frames), b.frame_count)
-                    elif self._adopt(ev.stream, False):
-                        self._accept(ev)
-                elif kind is Skipped:
-                    self._chatter(ev.data)
-                elif kind is Corrupt:
-                    continue  # counted by the decoder; the frame is asked for again after END
-                elif kind is Begin:
-                    if self._adopt(ev.stream, True):
-                        self._on_begin(ev)
-                elif kind is End:
-                    if self._adopt(ev.stream, False):
-                        if self.begin is not None and ev.frame_count != self.begin.frame_count:
-                            raise self.fail(f"END says {ev.frame_count} frames, BEGIN implies {self.begin.frame_count}")
-                        request = True
-                elif kind is Abort:
-                    if self.stream is None or ev.stream == self.stream:
-                        raise self.fail(f"the board aborted: {ev.reason!r}")
-                # RESEND/DONE from the board side are not part of this protocol: ignored.
-            if request and not self._complete():
-                self._request()
-        assert self.begin is not None
-        b = self.begin
-        image = b"".join(self.frames[i] for i in range(b.frame_count))
-        if len(image) != b.total_length:
-            raise self.fail(f"assembled {len(image)} bytes, BEGIN announced {b.total_length}")
-        digest = hashlib.sha256(image).digest()
-        if digest != b.sha256:
-            raise self.fail(f"sha256 mismatch: BEGIN announced {b.sha256.hex()}, the received image hashes to "
-                            f"{digest.hex()}")
-        return image, b
+    def dumped_images(self) -> dict[str, bytes]:
+        """Every region dumped on this console so far: complete, verified images only."""
+        return {name: result.data for name, result in self._dumps.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1219,7 +757,7 @@ class _DumpState:
 # Board-config settings beyond SerialConsole's own keys: how the boot log is captured at open.
 BOOT_LOG_MODES = ("capture", "reboot", "off")
 _OPEN_DEFAULTS: dict[str, Any] = {"boot_log": "capture", "boot_timeout": 5.0, "reboot_command": "reboot"}
-_POSITIVE = ("timeout", "poll_interval", "write_timeout", "dump_timeout", "dump_start_timeout",
+_POSITIVE = ("timeout", "settle_s", "poll_interval", "write_timeout", "dump_timeout", "dump_start_timeout",
              "dump_idle_timeout", "boot_timeout")
 _COUNTS = ("max_bytes", "max_line", "max_match", "dump_max_size")
 
@@ -1312,11 +850,13 @@ __all__ = [
     "Chunk",
     "DumpResult",
     "ExpectMatch",
+    "UnreadText",
     "SerialConsole",
     "TextCleaner",
     "Transcript",
     "TRANSCRIPT_MEDIA_TYPE",
     "TRANSCRIPT_TEXT_MEDIA_TYPE",
+    "MAX_TRANSCRIPT_BYTES",
     "clean_text",
     "escape_bytes",
     "unescape_text",
