@@ -13,12 +13,20 @@ Every test item of the session counts, not only plan steps: a hand-written test 
 errors or is skipped, a collection error, or an interrupted session makes the signed verdict
 FAIL, ERROR or SKIP accordingly (the record's `tests` list says which). The signed result
 never says PASS while pytest reports a failure.
+
+With a key, the run's directory is claimed when the session starts, before the board is
+touched (`claim_run_dir`): a second run with the same run id, or an output that cannot take a
+result, stops there. SIGTERM and SIGHUP stop a run as Ctrl-C does: the steps not run make it
+ERROR and incomplete, and what was collected is signed. A signal while the result is written
+waits for the write (a second one does not).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import signal
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +38,7 @@ from harness.board import Board, display_path
 from harness.evidence import EvidenceStore
 from harness.files import read_head
 from harness.plan import Plan, Requirement, Step, load_plan
-from harness.results.bundle import write_signed_result
+from harness.results.bundle import OutputError, RunClaim, claim_run_dir, release_run_dir, write_signed_result
 from harness.results.canonical import plain_json
 from harness.results.keys import KeyError_, load_private_key
 from harness.results.record import (RequirementResult, RunRecord, SessionTest, harness_info, host_info,
@@ -49,6 +57,9 @@ _SUMMARY_LINES, _SUMMARY_CHARS = 20, 2000
 # pytest exit statuses that say the session itself did not complete (interrupted, internal or
 # usage error, nothing collected): the run cannot pass.
 _SESSION_BROKEN = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+_INTERRUPTED = 2
+# Signals that stop a run the way Ctrl-C does (KeyboardInterrupt), so that it is signed as interrupted.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +77,7 @@ class RunOutcome:
     verdict: Verdict
     envelope: Path | None
     requirements: tuple[RequirementResult, ...]
+    write_error: str | None = None   # the result could not be written (a full disk): nothing verifies
 
 
 class AttestlabSession:
@@ -80,8 +92,6 @@ class AttestlabSession:
         if self.run_id_option and not _RUN_ID.match(self.run_id_option):
             raise pytest.UsageError(f"--attestlab-run-id {self.run_id_option!r}: use letters, digits, "
                                     f"'_', '.', '-' (it names a directory under {self.out})")
-        if self.run_id_option and (self.out / self.run_id_option).exists():
-            raise pytest.UsageError(f"{self.out / self.run_id_option} exists: a signed result is never overwritten")
         self.evidence = EvidenceStore()
         self.plan: Plan | None = None
         self.results: list[StepResult] = []
@@ -92,6 +102,12 @@ class AttestlabSession:
         self._board: Board | None = None
         self._runner: StepRunner | None = None
         self._private_key = None
+        self.claim: RunClaim | None = None
+        self.stop_signal: str | None = None      # the signal that stopped the run, if one did
+        self.current_item: str | None = None     # the test item running now (the one a signal stops)
+        self.deferred_signal: str | None = None  # a signal that came while the result was written
+        self._writing = False
+        self._prev_handlers: dict[int, Any] = {}
         if self.key_path:
             try:
                 self._private_key = load_private_key(self.key_path)
@@ -102,6 +118,35 @@ class AttestlabSession:
                 self._board = Board.from_file(self.board_path)
             except YamlError as exc:
                 raise pytest.UsageError(f"--board: {exc}") from None
+        if self._private_key is not None:  # only a signed run writes anything
+            self.run_id = self.run_id_option or "{}-{}-{}".format(
+                datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+                re.sub(r"[^A-Za-z0-9_.-]", "_", self._board.name if self._board else "board"),
+                secrets.token_hex(3))
+            try:
+                self.claim = claim_run_dir(self.out, self.run_id, self.started)
+            except OutputError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (pytest.main called from a thread)
+        for sig in _STOP_SIGNALS:
+            self._prev_handlers[sig] = signal.signal(sig, self._on_stop_signal)
+
+    def restore_signal_handlers(self) -> None:
+        for sig, prev in self._prev_handlers.items():
+            if signal.getsignal(sig) == self._on_stop_signal:
+                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._prev_handlers.clear()
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._writing and self.deferred_signal is None:
+            self.deferred_signal = name  # a result half written is lost; this one finishes first
+            return
+        self.stop_signal = self.stop_signal or name
+        raise KeyboardInterrupt(name)
 
     @property
     def board(self) -> Board:
@@ -161,8 +206,14 @@ class AttestlabSession:
                  for nodeid, e in self.tests.items() if e["outcome"] is not None]
         broken = _SESSION_BROKEN.get(int(self.exitstatus))
         if broken:
-            tests.append(SessionTest("<session>", "error", Verdict.ERROR,
-                                     f"pytest exit status {int(self.exitstatus)} ({broken})"))
+            summary = f"pytest exit status {int(self.exitstatus)} ({broken})"
+            if int(self.exitstatus) == _INTERRUPTED:
+                summary += (f" by {self.stop_signal or 'an interrupt'}"
+                            f"{f' during {self.current_item}' if self.current_item else ''}")
+            cited = {e for r in self.results for e in r.evidence} | {e for t in tests for e in t.evidence}
+            # what a step stored before it was stopped is evidence of the run, cited here
+            orphans = tuple(e for e in self.evidence.refs if e not in cited and not e.name.startswith("expectation/"))
+            tests.append(SessionTest("<session>", "error", Verdict.ERROR, summary, orphans))
         return tuple(tests)
 
     def overall(self, requirements: tuple[RequirementResult, ...]) -> Verdict:
@@ -180,27 +231,29 @@ class AttestlabSession:
                 self._board.close()
             except Exception as exc:  # closing must not hide the verdicts; record why
                 board_identity["close_error"] = str(exc)
-        if self.plan is None or not self.results:
+        interrupted = int(self.exitstatus) == _INTERRUPTED
+        if self.plan is None or not (self.results or interrupted):
+            if self.claim is not None:
+                release_run_dir(self.claim)  # nothing to sign: the run id is free again
             return
         requirements = self.requirement_results()
         verdict = self.overall(requirements)
-        envelope = None
+        envelope = write_error = None
         if self._private_key is not None:
             measured = next((r.facts for r in self.results if r.probe == "pcie_identity" and r.facts), None)
             if measured:
                 board_identity["measured"] = {k: measured.get(k) for k in (
                     "bdf", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_id", "dsn")}
-            run_id = self.run_id_option or "{}-{}-{}".format(
-                datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
-                re.sub(r"[^A-Za-z0-9_.-]", "_", self._board.name if self._board else "board"),
-                secrets.token_hex(3))
-            record = RunRecord(run_id=run_id, plan=plan_summary(self.plan, display_path(self.plan.path)),
+            record = RunRecord(run_id=self.run_id, plan=plan_summary(self.plan, display_path(self.plan.path)),
                                board=board_identity or {}, verdict=verdict, requirements=requirements,
                                evidence=self.evidence.refs, started=self.started, finished=utc_now(),
                                harness=harness_info(), host=host_info(), not_run=self.not_run(),
                                tests=self.session_tests())
-            envelope = write_signed_result(self.out, record, self.evidence, self._private_key)
-        self.outcome = RunOutcome(verdict, envelope, requirements)
+            try:
+                envelope = write_signed_result(self.out, record, self.evidence, self._private_key, self.claim)
+            except OutputError as exc:
+                write_error = str(exc)
+        self.outcome = RunOutcome(verdict, envelope, requirements, write_error)
 
 
 _SESSION = pytest.StashKey[AttestlabSession]()
@@ -214,6 +267,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = AttestlabSession(config)
     config.stash[_SESSION] = state
     config.pluginmanager.register(state, "attestlab-session")  # its report hooks see every test
+    state.install_signal_handlers()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -334,7 +388,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem):
     """Evidence a hand-written test adds while it runs is cited by its entry in `tests`."""
     state = attestlab_session(item.config)
     before = len(state.evidence.refs)
-    yield
+    state.current_item = item.nodeid
+    outcome = yield
+    if not isinstance(outcome.exception, KeyboardInterrupt):
+        state.current_item = None  # still set when a signal stopped the item
     entry = state.tests.get(item.nodeid)
     if entry is None:
         return
@@ -357,10 +414,26 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError("a test plan runs against a board: give --board BOARD.yaml")
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """Close the board and write the result before anything else ends the session; a signal in
+    the meantime waits for it (see `_on_stop_signal`)."""
     state = attestlab_session(session.config)
     state.exitstatus = exitstatus
-    state.finish()
+    state._writing = True
+    try:
+        state.finish()
+        if state.outcome and state.outcome.write_error:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # the run's verdict was not kept
+        yield
+    finally:
+        state._writing = False
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_SESSION, None)
+    if state is not None:
+        state.restore_signal_handlers()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -390,6 +463,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"overall: {state.overall(requirements).value}")
     if state.outcome and state.outcome.envelope:
         tr.write_line(f"signed result: {state.outcome.envelope}")
+    elif state.outcome and state.outcome.write_error:
+        tr.write_line(f"result NOT written: {state.outcome.write_error}; nothing in it verifies")
     elif not state.key_path:
         tr.write_line("result not signed (no --attestlab-key given)")
 

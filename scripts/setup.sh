@@ -22,6 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# git keeps no file mode but the executable bit; attestlab refuses a private key others can read.
+chmod 600 fixtures/keys/test-lab.key
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv

@@ -17,6 +17,9 @@ BOARDS = ROOT / "fixtures" / "boards"
 CAPTURE = ROOT / "fixtures" / "captures" / "h100-sxm5-80gb-passthrough"
 TEST_KEY = ROOT / "fixtures" / "keys" / "test-lab.key"   # a TEST key, committed on purpose
 TEST_PUB = ROOT / "fixtures" / "keys" / "test-lab.pub"
+# git keeps no file mode but the executable bit: a fresh clone has the key 0644, and attestlab
+# refuses a private key others can read (as ssh does). scripts/setup.sh does the same.
+os.chmod(TEST_KEY, 0o600)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces / full sysfs config space)")
 

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.evidence import EvidenceStore
-from harness.results.bundle import ENVELOPE_NAME, EVIDENCE_DIR, verify_result, write_signed_result
+from harness.results.bundle import (CLAIM_NAME, ENVELOPE_NAME, EVIDENCE_DIR, OutputError, RunDirTaken, claim_run_dir,
+                                    verify_result, write_signed_result)
 from harness.results.canonical import canonical_json
 from harness.results.dsse import INTOTO_PAYLOAD_TYPE, VerificationError, pae, sign_envelope, verify_envelope
 from harness.results.keys import KeyError_, generate_keypair, keyid, load_private_key, load_public_key
@@ -179,6 +180,7 @@ def test_non_ed25519_key_is_refused_with_a_clear_message(tmp_path):
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     (tmp_path / "ec.key").write_bytes(pem)
+    (tmp_path / "ec.key").chmod(0o600)
     with pytest.raises(KeyError_, match="Ed25519"):
         load_private_key(tmp_path / "ec.key")
 
@@ -340,3 +342,60 @@ def test_verify_with_a_reference_of_the_wrong_shape_answers_clearly(tmp_path, pr
         assert main(["verify", str(envelope_path), "--pubkey", str(TEST_PUB), "--reference",
                      str(tmp_path / "ref.yaml")]) == 1
     assert "reference profile differs" in err.getvalue()
+
+
+# --- the run directory: claimed once, written whole or not at all (issue #21) ---
+
+def test_a_private_key_others_can_read_is_refused_as_ssh_does(tmp_path):
+    key = tmp_path / "lab.key"
+    key.write_bytes(TEST_KEY.read_bytes())
+    for mode in (0o644, 0o640, 0o604, 0o660):
+        key.chmod(mode)
+        with pytest.raises(KeyError_, match=rf"permissions {mode:04o} for '{key}' are too open.*chmod 600 {key}$"):
+            load_private_key(key)
+    key.chmod(0o600)
+    assert keyid(load_private_key(key).public_key()) == keyid(load_public_key(TEST_PUB))
+    with pytest.raises(KeyError_, match="a directory, not a regular file"):
+        load_private_key(tmp_path)
+
+
+def test_a_run_directory_is_claimed_once(tmp_path, private_key):
+    claim = claim_run_dir(tmp_path, "run-1", "t0")
+    assert json.loads((claim.path / CLAIM_NAME).read_text())["pid"] == os.getpid()
+    with pytest.raises(RunDirTaken, match="another run has this run id"):
+        claim_run_dir(tmp_path, "run-1")
+    with pytest.raises(RunDirTaken):  # make_result claims run-1 itself: it is taken
+        make_result(tmp_path, private_key)
+
+
+def test_a_run_directory_whose_claim_changed_is_not_written(tmp_path, private_key):
+    claim = claim_run_dir(tmp_path, "run-1")
+    (claim.path / CLAIM_NAME).write_text(json.dumps({"token": "someone else"}))
+    store = EvidenceStore()
+    record = RunRecord(run_id="run-1", plan={"id": "p", "version": "1", "sha256": "0" * 64},
+                       board={"name": "b1", "simulated": None}, verdict=Verdict.ERROR, requirements=(),
+                       evidence=(), started="t0", finished="t1", harness={}, host={}, not_run=("R::s",))
+    with pytest.raises(RunDirTaken, match="no longer this run's"):
+        write_signed_result(tmp_path, record, store, private_key, claim)
+    assert sorted(p.name for p in claim.path.iterdir()) == [CLAIM_NAME]
+
+
+def test_a_failed_write_leaves_no_envelope_and_no_temporary_file(tmp_path, private_key, public_key, monkeypatch):
+    import harness.results.bundle as bundle
+    real = bundle._write_synced
+
+    def full_disk_at_the_envelope(path, data):
+        if ENVELOPE_NAME in path.name:
+            real(path, data[:len(data) // 2])  # half of it reached the disk
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(bundle, "_write_synced", full_disk_at_the_envelope)
+    with pytest.raises(OutputError, match=r"cannot write the result to .*run-1: No space left on device \(ENOSPC\)"):
+        make_result(tmp_path, private_key)
+    run_dir = tmp_path / "run-1"
+    assert sorted(p.name for p in run_dir.iterdir()) == [CLAIM_NAME, EVIDENCE_DIR]
+    with pytest.raises(VerificationError, match=rf"incomplete result \(run started t0 by pid {os.getpid()} on .*\): no result.dsse.json yet"):
+        verify_result(run_dir / ENVELOPE_NAME, public_key)
+    with pytest.raises(VerificationError, match="cannot read: no such file"):  # not a run directory at all
+        verify_result(tmp_path / "elsewhere" / ENVELOPE_NAME, public_key)

@@ -1,8 +1,16 @@
 """A signed result on disk, and its full verification.
 
 Layout of one run's directory:
+    <run_id>/claim.json            who claimed the directory (pid, host, start), written first
     <run_id>/result.dsse.json      DSSE envelope (in-toto Statement v1, RunRecord predicate)
     <run_id>/evidence/<sha256>     every evidence blob, named by its digest
+
+`claim_run_dir` takes the directory before the board is touched: `os.mkdir` fails when it
+exists, so of two runs with one run id exactly one goes on, and a run writes only into the
+directory it made. It also checks that the output can be written (a probe file written and
+fsynced) and has room. `write_signed_result` writes the blobs, then the envelope under a
+temporary name, fsynced, renamed last: a directory without `result.dsse.json` holds nothing
+that verifies, and `verify_result` calls it an interrupted run or an incomplete result.
 
 `verify_result` checks the signature, the statement, that the subjects are exactly the
 board identity and the record's evidence, that the record's verdicts follow from its parts
@@ -14,10 +22,14 @@ verified record came from exactly a given plan file and reference profile.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +48,11 @@ from harness.verdict import Verdict
 
 ENVELOPE_NAME = "result.dsse.json"
 EVIDENCE_DIR = "evidence"
+CLAIM_NAME = "claim.json"
+# Free space a run needs before the board is touched: a level-1 result is about 3.5 MB (mostly
+# the firmware dump), so 32 MiB is room for it several times over, a long capture included. A
+# run that writes more still fails cleanly at the end (exit 2, nothing that verifies).
+MIN_FREE_BYTES = 32 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
 MAX_BLOB_BYTES = 1 << 30  # no probe stores more; a bigger "blob" is not ours
@@ -55,18 +72,171 @@ def _strict_json(data: bytes) -> Any:
     return json.loads(data, object_pairs_hook=_unique_keys)
 
 
+class OutputError(Exception):
+    """The result cannot be written where it should go; the message says where and why."""
+
+
+class RunDirTaken(OutputError):
+    """Another run has claimed (or finished in) the run's directory."""
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """A run directory this process made; `token` tells its claim marker from anyone else's."""
+    path: Path
+    token: str
+
+
+def _why(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{exc.strerror or exc}{f' ({name})' if name else ''}"
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """`data` in a new file at `path`, on disk before this returns (O_EXCL: never someone else's)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def claim_run_dir(out_root: str | Path, run_id: str, started: str = "") -> RunClaim:
+    """Make `<out_root>/<run_id>` for this process alone, before the board is touched.
+
+    Raises RunDirTaken when the directory exists (another run has it: a signed result is never
+    overwritten), OutputError when `out_root` cannot hold a result: not a directory, not
+    writable, a read-only file system, or less than MIN_FREE_BYTES free."""
+    out_root = Path(out_root)
+    run_dir = out_root / run_id
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"output {out_root} is not a directory") from None
+    except OSError as exc:
+        raise OutputError(f"output {out_root} cannot be created: {_why(exc)}") from None
+    if not out_root.is_dir():
+        raise OutputError(f"output {out_root} is not a directory")
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        raise RunDirTaken(f"{run_dir} exists: another run has this run id, and a signed result is "
+                          f"never overwritten") from None
+    except OSError as exc:
+        raise OutputError(f"output {out_root} is not writable: {_why(exc)}") from None
+    claim = RunClaim(run_dir, secrets.token_hex(8))
+    marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "token": claim.token}
+    try:
+        # The marker is the write probe: written and fsynced, it shows the output really takes data.
+        _write_synced(run_dir / CLAIM_NAME, (json.dumps(marker) + "\n").encode())
+        fs = os.statvfs(run_dir)
+    except OSError as exc:
+        release_run_dir(claim)
+        raise OutputError(f"output {out_root} is not writable: {_why(exc)}") from None
+    free = fs.f_bavail * fs.f_frsize
+    if free < MIN_FREE_BYTES or fs.f_favail == 0:
+        release_run_dir(claim)
+        raise OutputError(f"output {out_root} has {free // 1024} KiB free, {fs.f_favail} inode(s); a run needs "
+                          f"at least {MIN_FREE_BYTES // 1024 // 1024} MiB to write its result")
+    return claim
+
+
+def release_run_dir(claim: RunClaim) -> None:
+    """Undo a claim that wrote nothing else (the marker alone): the run id is free again."""
+    try:
+        (claim.path / CLAIM_NAME).unlink(missing_ok=True)
+        claim.path.rmdir()
+    except OSError:
+        pass  # it holds more than the marker: it stays, and verify calls it incomplete
+
+
+def _owns(claim: RunClaim) -> bool:
+    try:
+        marker = json.loads(read_capped(claim.path / CLAIM_NAME, 4096))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("token") == claim.token
+
+
 def write_signed_result(out_root: str | Path, record: RunRecord, evidence: EvidenceStore,
-                        private_key: Ed25519PrivateKey) -> Path:
-    """Write evidence blobs and the signed envelope; return the envelope's path."""
-    run_dir = Path(out_root) / record.run_id
-    evidence.write_to(run_dir / EVIDENCE_DIR)
+                        private_key: Ed25519PrivateKey, claim: RunClaim | None = None) -> Path:
+    """Write evidence blobs and the signed envelope into the run's claimed directory (claimed
+    now when `claim` is None); return the envelope's path.
+
+    OutputError when the directory is not this run's, or a write fails (a full disk): then the
+    directory holds no envelope, and no temporary file of this run is left."""
+    if claim is None:
+        claim = claim_run_dir(out_root, record.run_id, record.started)
+    if claim.path != Path(out_root) / record.run_id or not _owns(claim):
+        raise RunDirTaken(f"{claim.path} is no longer this run's (its claim marker changed): nothing written")
     statement = make_statement(record)
     envelope = sign_envelope(canonical_json(statement), INTOTO_PAYLOAD_TYPE, private_key)
-    target = run_dir / ENVELOPE_NAME
-    tmp = run_dir / f".{ENVELOPE_NAME}.tmp"
-    tmp.write_text(json.dumps(envelope, indent=2) + "\n")
-    os.replace(tmp, target)
+    target = claim.path / ENVELOPE_NAME
+    blob_dir = claim.path / EVIDENCE_DIR
+    try:
+        blob_dir.mkdir(exist_ok=True)
+        for digest in dict.fromkeys(ref.sha256 for ref in evidence.refs):
+            _write_file(blob_dir / digest, evidence.get(digest), claim.token)
+        _sync_dir(blob_dir)  # every blob on disk before the envelope that cites them
+        _write_file(target, (json.dumps(envelope, indent=2) + "\n").encode(), claim.token)
+        _sync_dir(claim.path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)  # not known to be on disk: it must not verify later
+        raise OutputError(f"cannot write the result to {claim.path}: {_why(exc)}") from None
     return target
+
+
+def _write_file(path: Path, data: bytes, token: str) -> None:
+    """`data` at `path`, whole or not at all: written and fsynced under this run's temporary
+    name, then renamed; the temporary file never outlives a failure or an interrupt."""
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    try:
+        _write_synced(tmp, data)
+        os.rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def unsigned_run_dir(run_dir: Path) -> str | None:
+    """Why `run_dir` holds no signed result (an interrupted run, or one that could not finish
+    writing), or None when it is not a run directory at all."""
+    try:
+        marker = json.loads(read_capped(run_dir / CLAIM_NAME, 4096))
+    except (OSError, ValueError):
+        marker = None
+    blobs = run_dir / EVIDENCE_DIR
+    if not isinstance(marker, dict) and not blobs.is_dir():
+        return None
+    who = ""
+    if isinstance(marker, dict):
+        who = f" (run started {marker.get('started') or '?'} by pid {marker.get('pid')} on {marker.get('host')})"
+        if marker.get("host") == socket.gethostname() and isinstance(marker.get("pid"), int) and _alive(marker["pid"]):
+            return (f"{run_dir}: incomplete result{who}: no {ENVELOPE_NAME} yet and that process is still "
+                    f"running; nothing in it is signed")
+    return (f"{run_dir}: interrupted run{who}: no {ENVELOPE_NAME}, the run was interrupted or could "
+            f"not write its result; nothing in it is signed, nothing in it verifies")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -83,9 +253,15 @@ def _fail(message: str) -> VerificationError:
 
 
 def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey) -> VerifiedResult:
+    """Verify a result: `envelope_path` is its result.dsse.json, or the run directory."""
     envelope_path = Path(envelope_path)
+    if envelope_path.is_dir():
+        envelope_path = envelope_path / ENVELOPE_NAME
     try:
         envelope = _strict_json(read_capped(envelope_path, _MAX_ENVELOPE_BYTES))
+    except FileNotFoundError:
+        unsigned = unsigned_run_dir(envelope_path.parent) if envelope_path.name == ENVELOPE_NAME else None
+        raise _fail(unsigned or f"{envelope_path}: cannot read: no such file") from None
     except OSError as exc:
         raise _fail(f"{envelope_path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:

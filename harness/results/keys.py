@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -57,7 +59,20 @@ def _read(path: str | Path, what: str) -> bytes:
         raise KeyError_(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 
 
+def _check_private(path: str | Path) -> None:
+    """A private key others can read is refused, as ssh refuses one: whoever read it can sign
+    results in the lab's name."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # _read says why it cannot be read
+    if stat.S_ISREG(mode) and mode & 0o077:
+        raise KeyError_(f"permissions {stat.S_IMODE(mode):04o} for '{path}' are too open: a private key must "
+                        f"not be accessible by others; run: chmod 600 {shlex.quote(str(path))}")
+
+
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    _check_private(path)
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
