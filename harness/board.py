@@ -19,14 +19,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness import interfaces
+from harness.interfaces.netns import proc_starttime, sweep_stale
 from harness.reference import Reference, load_reference
 from harness.verdict import ProbeError
 from harness.yamlio import Section, YamlError, load_yaml_file_with_digest
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def display_path(path: str | Path) -> str:
@@ -113,6 +119,106 @@ def load_board_config(path: str | Path) -> BoardConfig:
     )
 
 
+@dataclass(frozen=True)
+class Life:
+    """One look at whether the board is alive, and which of its lives it is in.
+
+    `alive` is None when nothing the board config offers can show it (see docs/board-config.md,
+    "Liveness"). `life` names the life: two looks at a live board with different `life` mean it
+    rebooted (or its link dropped) in between."""
+
+    at: str                                   # UTC time of the look
+    how: str                                  # what was looked at
+    alive: bool | None
+    life: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""                         # why it is not alive
+
+    def as_fact(self) -> dict[str, Any]:
+        return {"at": self.at, "how": self.how, "alive": self.alive, "life": self.life, "problem": self.problem}
+
+
+SIM_WORKDIR_PREFIX = "attestlab-sim-"
+OWNER_FILE = "owner.json"       # in a simulator's workdir: the harness process that owns it
+_WORKDIR_GRACE_S = 60.0         # a workdir without an owner file younger than this is being created
+
+
+def _process_alive(pid: Any, starttime: Any) -> bool:
+    """The process `pid` exists and is the one that started at `starttime` (not a reuse of its pid)."""
+    try:
+        start = proc_starttime(int(pid))
+    except (TypeError, ValueError):
+        return False
+    return start is not None and (starttime is None or start == starttime)
+
+
+_PF_EXITING = 0x4  # include/linux/sched.h: the task has begun to exit
+
+
+def _process_exiting(pid: int) -> bool:
+    """The process has begun to exit or is a zombie: it already closed (or is closing) what it
+    served, so a step that just saw its interfaces fail must not call it alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return fields[0] in ("Z", "X", "x") or bool(int(fields[6]) & _PF_EXITING)
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def sweep_dead_simulators(tmp: str | Path | None = None) -> list[str]:
+    """Remove what dead runs left: simulator workdirs whose owner and simulator are both gone, and
+    ``attestlab-*`` network namespaces (with their veths) of dead owners. Returns what was removed.
+
+    Called whenever a board is opened, so a run killed with SIGKILL is cleaned up by the next one.
+    A live run's leftovers are never touched: its owner file names a live process."""
+    removed = []
+    for workdir in Path(tmp or tempfile.gettempdir()).glob(f"{SIM_WORKDIR_PREFIX}*"):
+        try:
+            if not workdir.is_dir() or workdir.is_symlink():
+                continue
+            owner = _read_json(workdir / OWNER_FILE)
+            if owner:
+                if _process_alive(owner.get("pid"), owner.get("starttime")):
+                    continue
+            elif time.time() - workdir.stat().st_mtime < _WORKDIR_GRACE_S:
+                continue
+            if _process_alive(_read_json(workdir / "ready.json").get("pid"), None):
+                continue  # its simulator still runs (it exits by itself once its harness is gone)
+        except OSError:
+            continue
+        shutil.rmtree(workdir, ignore_errors=True)
+        removed.append(str(workdir))
+    try:
+        removed += sweep_stale()
+    except (ProbeError, OSError):
+        pass  # without the privileges to delete namespaces there are none of ours to delete
+    return removed
+
+
+def pcie_life(sysfs: Any) -> Life:
+    """A bench board's PCIe function is alive while its config header reads as a device: not
+    all ones (what a function that dropped off the bus or lost power answers), and the same
+    vendor and device as before (another id is another life)."""
+    at = utc_now()
+    how = f"a read of the PCIe config header at {sysfs}"
+    try:
+        with open(Path(str(sysfs)) / "config", "rb", buffering=0) as f:
+            header = f.read(4)
+    except (OSError, ValueError) as exc:
+        return Life(at, how, False, problem=f"cannot read it: {getattr(exc, 'strerror', None) or exc}")
+    if len(header) < 4 or header == b"\xff\xff\xff\xff":
+        return Life(at, how, False, problem=f"no device answers (header {header.hex() or 'empty'})")
+    return Life(at, how, True, life={"vendor_device": header.hex()})
+
+
 class SimulatedBoardProcess:
     """Runs `python -m fixtures.sim` for one variant and learns its interfaces from ready.json."""
 
@@ -120,8 +226,12 @@ class SimulatedBoardProcess:
 
     def __init__(self, variant: str) -> None:
         self.variant = variant
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"attestlab-sim-{variant}-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{SIM_WORKDIR_PREFIX}{variant}-"))
+        # Who owns the workdir, so that a sweep removes it only once this process is dead.
+        (self.workdir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(),
+                                                           "starttime": proc_starttime(os.getpid())}))
         self.process: subprocess.Popen | None = None
+        self.starttime: int | None = None
         self.announced: dict[str, Any] = {}
 
     def start(self) -> dict[str, dict[str, Any]]:
@@ -132,6 +242,7 @@ class SimulatedBoardProcess:
              "--workdir", str(self.workdir), "--ready", str(ready)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        self.starttime = proc_starttime(self.process.pid)
         deadline = time.monotonic() + self.START_TIMEOUT_S
         while not ready.exists():
             if self.process.poll() is not None:
@@ -157,6 +268,28 @@ class SimulatedBoardProcess:
                              f"({type(exc).__name__}: {exc}): {tail}") from None
         return interfaces
 
+    def life(self) -> Life:
+        """The simulator process is this board's life: alive while it runs, the same life while its
+        pid, start time and announced boot id stay the same. A dead one cannot come back, so a look
+        before and after a step covers all of the step."""
+        at = utc_now()
+        pid = self.process.pid if self.process is not None else None
+        how = f"simulated board process {pid} ({self.variant})"
+        code = self.process.poll() if self.process is not None else None
+        if self.process is None or code is not None:
+            status = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+            return Life(at, how, False, problem=f"the simulator exited ({status})")
+        if _process_exiting(pid):
+            return Life(at, how, False, problem="the simulator is exiting")
+        start = proc_starttime(pid)
+        if start is None or start != self.starttime:
+            return Life(at, how, False, problem="the simulator's pid no longer names the process that was started")
+        boot_id = _read_json(self.workdir / "ready.json").get("boot_id")
+        if not isinstance(boot_id, str):
+            return Life(at, how, False, problem="the simulator withdrew its boot id from ready.json "
+                                                "(it is shutting down)")
+        return Life(at, how, True, life={"pid": pid, "starttime": start, "boot_id": boot_id})
+
     def log_tail(self, limit: int = 2000) -> str:
         try:
             return (self.workdir / "simulator.log").read_text(errors="replace")[-limit:].strip() or "(no output)"
@@ -179,6 +312,11 @@ class SimulatedBoardProcess:
             except ProcessLookupError:
                 pass
             self.process.wait(timeout=10)
+            if self.process.returncode != 0:  # killed: it could not delete its namespace and veth
+                try:
+                    sweep_stale()
+                except (ProbeError, OSError):
+                    pass
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -193,6 +331,7 @@ class Board:
         self._simulator: SimulatedBoardProcess | None = None
         self._started = False
         self._open_error: BoardError | None = None
+        self._pcie_answered = False   # a bench board's PCIe function has shown it alive in this run
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Board":
@@ -214,6 +353,7 @@ class Board:
         if self._started:
             return self
         self._started = True
+        sweep_dead_simulators()  # what killed runs left behind, before this run adds its own
         if self.config.simulated:
             self._simulator = SimulatedBoardProcess(self.config.simulated)
             try:
@@ -225,6 +365,23 @@ class Board:
                 # What the config says wins over what the simulator announces (e.g. a baudrate).
                 self._settings[kind] = {**settings, **self._settings.get(kind, {})}
         return self
+
+    def liveness(self) -> Life:
+        """Look whether the board is alive now, and which life it is in (docs/board-config.md, "Liveness").
+
+        A simulated board: its simulator process. A bench board: its PCIe function answering a
+        fresh read of its config header (a function that is gone or powered off reads as all
+        ones). Nothing else is touched: a look must not disturb what the steps judge."""
+        self.open()
+        if self._simulator is not None:
+            return self._simulator.life()
+        if "pcie" in self._settings:
+            look = pcie_life(self._settings["pcie"].get("sysfs"))
+            self._pcie_answered = self._pcie_answered or bool(look.alive)
+            if not self._pcie_answered:  # a function that never answered is no sign of this board's life
+                return Life(look.at, look.how, None, problem=f"never answered: {look.problem}")
+            return look
+        return Life(utc_now(), "nothing (the board config offers no sign of life: no pcie interface)", None)
 
     def has_interface(self, kind: str) -> bool:
         self.open()

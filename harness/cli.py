@@ -24,28 +24,45 @@ EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
 class _OutcomeCatcher:
-    """A pytest plugin object that picks up the run's outcome after everything else."""
+    """A pytest plugin object that picks up the run's session state after everything else."""
 
     def __init__(self) -> None:
-        self.outcome = None
+        self.state = None
 
     def pytest_unconfigure(self, config) -> None:
         from harness.plugin import attestlab_session
         try:
-            self.outcome = attestlab_session(config).outcome
+            self.state = attestlab_session(config)
         except KeyError:
-            self.outcome = None
+            self.state = None
+
+
+def _input_problem(path: str) -> str | None:
+    """Why `path` cannot be an input file of `run`, in a few words; None when it is a file."""
+    target = Path(path)
+    if target.is_file():
+        return None
+    if target.is_dir():
+        return "is a directory, not a file"
+    return "no such file" if not target.exists() else "not a regular file"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
+    from harness.results.keys import KeyError_, load_private_key
     from harness.verdict import Verdict
 
     for label, path in (("--plan", args.plan), ("--board", args.board), ("--key", args.key)):
-        if not Path(path).is_file():
-            print(f"attestlab run: {label} {path}: no such file", file=sys.stderr)
+        problem = _input_problem(path)
+        if problem:
+            print(f"attestlab run: {label} {path}: {problem}", file=sys.stderr)
             return EXIT_ERROR
+    try:  # here, not only in the plugin: one line, before pytest starts (a key too open, not a key)
+        load_private_key(args.key)
+    except KeyError_ as exc:
+        print(f"attestlab run: --key: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     pytest_args = [str(args.plan), f"--board={args.board}", f"--attestlab-key={args.key}",
                    f"--attestlab-out={args.out}", "-p", "no:cacheprovider",
                    # harness is imported before pytest starts when run as `python -m harness.cli`
@@ -56,12 +73,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         pytest_args.append(f"--junitxml={args.junitxml}")
     pytest_args += ["-q"] if args.quiet else ["-v"]
     catcher = _OutcomeCatcher()
-    status = pytest.main(pytest_args, plugins=[catcher])
-    outcome = catcher.outcome
-    if outcome is None:
-        print(f"attestlab run: no verdict (pytest exit status {int(status)}); see the messages above",
-              file=sys.stderr)
+    try:
+        status = pytest.main(pytest_args, plugins=[catcher])
+    except KeyboardInterrupt as exc:  # a second signal while the result was written
+        print(f"attestlab run: interrupted{f' by {exc}' if str(exc) else ''} while the result was written; "
+              f"nothing was signed (verify calls the run's directory an interrupted run)", file=sys.stderr)
         return EXIT_ERROR
+    state = catcher.state
+    outcome = state.outcome if state is not None else None
+    if outcome is None:
+        if int(status) != pytest.ExitCode.USAGE_ERROR:  # pytest has printed the usage error: one line
+            print(f"attestlab run: no verdict (pytest exit status {int(status)}); see the messages above",
+                  file=sys.stderr)
+        return EXIT_ERROR
+    if outcome.write_error:
+        print(f"attestlab run: result NOT written: {outcome.write_error}; the run's verdict "
+              f"({outcome.verdict.value}) is not kept, nothing in its directory verifies", file=sys.stderr)
+        return EXIT_ERROR
+    if state.deferred_signal:
+        print(f"attestlab run: interrupted by {state.deferred_signal} while the result was written; it was "
+              f"finished first ({outcome.verdict.value}): {outcome.envelope}", file=sys.stderr)
+        return EXIT_ERROR
+    if int(status) == pytest.ExitCode.INTERRUPTED:
+        print(f"attestlab run: interrupted by {state.stop_signal or 'an interrupt'}; signed as "
+              f"{outcome.verdict.value} and incomplete: {outcome.envelope}", file=sys.stderr)
+        return EXIT_FAIL if outcome.verdict is Verdict.FAIL else EXIT_ERROR  # a finding made before stands
     return {Verdict.PASS: EXIT_PASS, Verdict.FAIL: EXIT_FAIL}.get(outcome.verdict, EXIT_ERROR)
 
 
@@ -448,7 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling: one line, no traceback
+        print(f"attestlab {args.command}: interrupted", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -3,18 +3,28 @@
 Used by the pytest plugin (one test item per step) and by anything else that runs a plan.
 Whatever goes wrong — a probe error, a crash, a missing reference, a check that raises —
 becomes an ERROR that says why; evidence the probe stored before failing is kept.
+
+The board must be alive for the whole of what a step judges: silence from a dead board proves
+nothing. The runner looks at the board's life (`Board.liveness()`) before and after every step.
+A board that was not alive, or whose life changed (a reboot, another process), makes the step
+ERROR whatever its check said — except FAIL, a finding made on what the board did send, which
+stays FAIL — and every later step ERROR without touching the board.
+
+With ATTESTLAB_STEP_TRACE=<file> in the environment, each step's `<requirement>::<step>` is
+appended to that file as the step begins (after the first look at the board): fault-injection
+tests use it to act at a known phase.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import traceback
-from datetime import datetime, timezone
 from typing import Any
 
 import probes
-from harness.board import Board, display_path
+from harness.board import Board, Life, display_path, utc_now
 from harness.evidence import EvidenceStore
 from harness.plan import Plan, Requirement, Step
 from harness.results.canonical import canonical_json, plain_json
@@ -24,10 +34,6 @@ from harness.yamlio import YamlError
 
 
 INLINE_EXPECTATION_BYTES = 4096  # larger expected values are stored as an evidence blob
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def validate_plan_steps(plan: Plan) -> None:
@@ -48,6 +54,35 @@ class StepRunner:
         self._observations: dict[str, Observation | ProbeError] = {}
         # evidence a failed collect stored before failing: every step sharing that collect cites it
         self._failed_evidence: dict[str, tuple[EvidenceRef, ...]] = {}
+        self._last_life: Life | None = None   # the latest look at the board
+        self.death: str | None = None         # how the board was lost: every later step is ERROR with it
+
+    def _look(self) -> Life | None:
+        """The board's life now; None when the board cannot be opened (the step itself says why)."""
+        try:
+            return self.board.liveness()
+        except ProbeError:
+            return None
+        except Exception as exc:  # a look that crashes shows nothing alive: fail closed
+            return Life(utc_now(), "the board's liveness look", False, problem=f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _lost(earlier: Life | None, now: Life | None) -> str | None:
+        """How the board stopped being the live board of `earlier`, seen at `now`; None if it did not."""
+        if now is None or now.alive is None:
+            return None
+        if now.alive is False:
+            return f"died ({now.problem})"
+        if earlier is not None and earlier.alive and earlier.life != now.life:
+            return f"rebooted (its life was {earlier.life}, is now {now.life})"
+        return None
+
+    def _untouched(self, requirement: Requirement, step: Step, started: str, reason: str,
+                   facts: dict[str, Any] | None = None) -> StepResult:
+        """ERROR for a step the runner does not run: the board is gone."""
+        return StepResult(requirement=requirement.id, step=step.id, probe=step.probe, check=step.check,
+                          verdict=Verdict.ERROR, reasons=(reason,), evidence=(), facts=facts or {},
+                          started=started, finished=utc_now(), expectation=declared_expectation(step))
 
     def _key(self, step: Step) -> str:
         return json.dumps([step.probe, step.params], sort_keys=True, default=str)
@@ -91,6 +126,24 @@ class StepRunner:
 
     def run(self, requirement: Requirement, step: Step) -> StepResult:
         started = utc_now()
+        where = f"{requirement.id}::{step.id}"
+        if self.death is not None:
+            return self._untouched(requirement, step, started, f"not run: {self.death}")
+        life_before = self._look()
+        lost = self._lost(self._last_life, life_before)
+        self._last_life = life_before or self._last_life
+        if lost:
+            self.death = (f"the board {lost} before {where} began: noticed at {life_before.at} "
+                          f"by {life_before.how}")
+            return self._untouched(requirement, step, started, self.death,
+                                   {"board_life": {"before": life_before.as_fact()}})
+        trace = os.environ.get("ATTESTLAB_STEP_TRACE")
+        if trace:
+            try:
+                with open(trace, "a") as f:
+                    f.write(where + "\n")
+            except OSError:
+                pass  # a test hook that cannot write decides nothing about the board
         before = len(self.evidence.refs)
         facts: dict[str, Any] = {}
         expectation: dict[str, Any] = {}
@@ -115,6 +168,22 @@ class StepRunner:
         # the expectation's own blob is what it was compared against, not evidence of the board.
         collected = [r for r in self.evidence.refs[before:] if r.name != expectation.get("evidence")]
         evidence = tuple(dict.fromkeys((*evidence, *collected)))
+        life_after = self._look()
+        lost = self._lost(life_before, life_after)
+        self._last_life = life_after or self._last_life
+        looks = {name: look.as_fact() for name, look in (("before", life_before), ("after", life_after))
+                 if look is not None and look.alive is not None}
+        if looks:  # the board was seen alive throughout (or not): part of what the verdict stands on
+            facts = {**facts, "board_life": looks}
+        if lost:
+            noticed = f"noticed at {life_after.at} by {life_after.how}"
+            self.death = f"the board {lost} during {where}: {noticed}"
+            since = life_before.at if life_before else started
+            note = f"the board {lost} during this step, between {since} and {life_after.at}: {noticed}"
+            if result.verdict is Verdict.FAIL:  # what the board sent before it died is still a finding
+                result = CheckResult.failed(*result.reasons, note, evidence=result.evidence)
+            else:  # silence or a half-read from a board that died decides nothing
+                result = CheckResult.error(note, *(f"before that, {step.check} said: {r}" for r in result.reasons))
         if result.verdict is Verdict.PASS and not evidence:  # a PASS nobody can re-check decides nothing
             result = CheckResult.error(f"{step.probe}/{step.check} passed but cites no evidence: a PASS must "
                                        f"point to the raw data it was decided on", *result.reasons)

@@ -339,3 +339,94 @@ def test_a_pass_that_cites_no_evidence_is_error(tmp_path, fake_probe):
     result = run(board_on(tmp_path), Step("s", "fake", "c"))
     assert result.verdict is Verdict.ERROR
     assert "cites no evidence" in result.reasons[0] and result.reasons[1] == "all good, trust me"
+
+
+# --- the board's life: a step judges only a board that was alive throughout (issue #21) ---
+
+def test_a_board_that_disappears_during_a_step_makes_it_and_every_later_step_error(tmp_path, fake_probe):
+    board = board_on(tmp_path, (CAPTURE / "sysfs" / "config").read_bytes())
+    config = tmp_path / "0000:00:06.0" / "config"
+    calls = []
+
+    def collect(b, params, evidence):
+        calls.append(params)
+        evidence.add("fake/raw", b"quiet")
+        if len(calls) == 1:
+            config.write_bytes(b"\xff" * 64)  # it dropped off the bus while we looked: reads all ones
+        return Observation("fake", {}, (evidence.refs[-1],))
+    fake_probe.collect, fake_probe.CHECKS = collect, {"c": lambda o, e: CheckResult.passed("silence")}
+    runner = StepRunner(board, EvidenceStore())
+    first, second = Step("a", "fake", "c"), Step("b", "fake", "c", params={"x": 1})
+    result = runner.run(Requirement("R", "t", "r", (first,)), first)
+    assert result.verdict is Verdict.ERROR
+    assert result.reasons[0].startswith("the board died (no device answers (header ffffffff)) during this step")
+    assert "noticed at" in result.reasons[0] and "PCIe config header" in result.reasons[0]
+    assert result.reasons[1] == "before that, c said: silence"
+    assert result.facts["board_life"]["after"]["alive"] is False
+    later = runner.run(Requirement("R2", "t", "r", (second,)), second)
+    assert later.verdict is Verdict.ERROR and len(calls) == 1  # the board is not touched again
+    assert later.reasons[0].startswith("not run: the board died") and "during R::a" in later.reasons[0]
+
+
+def test_a_fail_found_before_the_board_died_stays_fail_and_says_so(tmp_path, fake_probe):
+    board = board_on(tmp_path, (CAPTURE / "sysfs" / "config").read_bytes())
+
+    def collect(b, params, evidence):
+        evidence.add("fake/raw", b"beacon")
+        (tmp_path / "0000:00:06.0" / "config").unlink()
+        return Observation("fake", {}, (evidence.refs[-1],))
+    fake_probe.collect, fake_probe.CHECKS = collect, {"c": lambda o, e: CheckResult.failed("it beaconed")}
+    result = run(board, Step("s", "fake", "c"))
+    assert result.verdict is Verdict.FAIL
+    assert result.reasons[0] == "it beaconed" and "the board died (cannot read it" in result.reasons[1]
+
+
+def test_a_board_that_reboots_during_a_step_is_error(tmp_path, fake_probe, monkeypatch):
+    from harness.board import Life
+    board = board_on(tmp_path)
+    looks = iter([Life("t0", "sim", True, {"boot_id": "a"}), Life("t1", "sim", True, {"boot_id": "b"})])
+    monkeypatch.setattr(board, "liveness", lambda: next(looks))
+
+    def collect(b, params, evidence):
+        evidence.add("fake/raw", b"")
+        return Observation("fake", {}, (evidence.refs[-1],))
+    fake_probe.collect, fake_probe.CHECKS = collect, {"c": lambda o, e: CheckResult.passed()}
+    result = run(board, Step("s", "fake", "c"))
+    assert result.verdict is Verdict.ERROR
+    assert result.reasons[0].startswith("the board rebooted (its life was {'boot_id': 'a'}, is now {'boot_id': 'b'})")
+
+
+def test_a_board_found_dead_before_a_step_is_not_touched(tmp_path, fake_probe, monkeypatch):
+    from harness.board import Life
+    board = board_on(tmp_path)
+    monkeypatch.setattr(board, "liveness", lambda: Life("t0", "sim 7", False, problem="the simulator exited"))
+    fake_probe.collect = lambda *a: pytest.fail("a dead board was probed")
+    fake_probe.CHECKS = {"c": lambda o, e: CheckResult.passed()}
+    result = run(board, Step("s", "fake", "c"))
+    assert result.verdict is Verdict.ERROR
+    assert result.reasons == ("the board died (the simulator exited) before R::s began: noticed at t0 by sim 7",)
+
+
+def test_a_pcie_function_that_never_answered_is_no_sign_of_death(tmp_path, fake_probe):
+    """Without a readable config header from the start, the look shows nothing: steps run as before."""
+    def collect(b, params, evidence):
+        evidence.add("fake/raw", b"x")
+        return Observation("fake", {}, (evidence.refs[-1],))
+    fake_probe.collect, fake_probe.CHECKS = collect, {"c": lambda o, e: CheckResult.passed()}
+    board = board_on(tmp_path)
+    assert board.liveness().alive is None
+    assert run(board, Step("s", "fake", "c")).verdict is Verdict.PASS
+
+
+def test_a_simulated_board_announces_a_boot_id_and_its_death_is_seen():
+    import os, signal
+    board = Board.from_file(BOARDS / "sim-clean.yaml")
+    try:
+        life = board.liveness()
+        assert life.alive is True and len(life.life["boot_id"]) == 32 and life.life["pid"] == board._simulator.process.pid
+        os.kill(life.life["pid"], signal.SIGKILL)
+        board._simulator.process.wait(timeout=10)
+        dead = board.liveness()
+        assert dead.alive is False and dead.problem == "the simulator exited (killed by signal 9)"
+    finally:
+        board.close()
