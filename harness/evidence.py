@@ -2,14 +2,13 @@
 
 A probe adds raw bytes (a config-space dump, a console transcript, a pcapng file) the moment it
 has them, so nothing collected is lost if the probe later fails. Blobs live in memory during a
-run; `write_to(dir)` lays them out as `<dir>/<sha256>`, the layout `attestlab verify` checks.
+run; `harness/results/bundle.py` writes them into the run's claimed folder as
+`evidence/<sha256>`, the layout `attestlab verify` checks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 from harness.verdict import EvidenceRef
 
@@ -35,14 +34,3 @@ class EvidenceStore:
     @property
     def refs(self) -> tuple[EvidenceRef, ...]:
         return tuple(self._refs)
-
-    def write_to(self, directory: Path) -> None:
-        """Write every blob as `<directory>/<sha256>`, atomically per file."""
-        directory.mkdir(parents=True, exist_ok=True)
-        for digest, data in self._blobs.items():
-            target = directory / digest
-            if target.exists():
-                continue
-            tmp = directory / f".{digest}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
