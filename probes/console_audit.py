@@ -113,6 +113,7 @@ PARAMS: dict[str, Any] = {
     "boot_log_forbidden": [],      # regexes; a boot-log line matching one FAILs boot_log_clean
     "command_timeout_s": 3.0,      # per probed name, until the prompt is back
     "command_max_bytes": 256 << 10,  # per probed name: output beyond this is a flood; interrupted
+    "final_quiet_s": 1.0,          # the console must stay silent this long before the audit ends
     # Lines that are asynchronous log messages (printk-style "[  12.345678] ..."): a differing line
     # of this shape that does not name the command and does not come back when the name is sent
     # again is not the name's answer (it is never simply dropped).
@@ -160,6 +161,9 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
     budget = params.get("command_max_bytes")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
         raise ProbeError(f"console_audit: command_max_bytes must be a positive number of bytes, got {budget!r}")
+    final_quiet = params.get("final_quiet_s")
+    if isinstance(final_quiet, bool) or not isinstance(final_quiet, (int, float)) or not 0 < final_quiet <= 60:
+        raise ProbeError(f"console_audit: final_quiet_s must be seconds in (0, 60], got {final_quiet!r}")
     async_lines = params.get("async_line_regex")
     try:
         re.compile(str(async_lines))
@@ -174,7 +178,7 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
         raise ProbeError(f"console_audit: probe_commands and their variants make {len(tried)} names, more than "
                          f"{_MAX_NAMES}: give fewer names")
     return {"help_command": help_command, "names": tried, "patterns": compiled, "timeout": float(timeout),
-            "budget": budget, "async_lines": str(async_lines), "firmware_names": params["firmware_names"],
+            "budget": budget, "final_quiet": float(final_quiet), "async_lines": str(async_lines), "firmware_names": params["firmware_names"],
             "firmware_names_max": fw_max}
 
 
@@ -212,9 +216,11 @@ class _Audit:
         self.prompt = re.compile(re.escape(str(prompt)) if prompt is not None
                                  else f"(?:{self.console.config.get('prompt_regex') or '(?!)'})")
         self.asks: list[dict[str, Any]] = []       # in the order sent
+        self.starts: list[int] = []                # transcript index before each ask was typed
         self.ends: list[int] = []                  # transcript index after each ask's answer
         self.canaries: list[dict[str, Any]] = []
         self.unasked: list[UnreadText] = []        # unread text that followed no ask of the audit
+        self.unread: list[UnreadText] = []         # every piece of unread text: the boot-log check scans it all
 
     def _is_prompt(self, raw: bytes) -> bool:
         text = clean_text(raw)
@@ -248,6 +254,7 @@ class _Audit:
             answer = answer[:cut]
         entry["raw"] = escape_bytes(answer)
         self.asks.append(entry)
+        self.starts.append(sent)
         self.ends.append(end)
         if not entry["returned"]:
             console.interrupt()
@@ -270,6 +277,11 @@ class _Audit:
         """Text that arrived while nobody was reading: the answer of the ask it followed."""
         for piece in self.console.take_unread():
             k = bisect.bisect_right(self.ends, piece.first_chunk) - 1
+            j = k + 1  # the ask whose own span may hold the piece (text a failed or cut-short answer left)
+            if j < len(self.asks) and self.starts[j] <= piece.first_chunk < self.ends[j] \
+                    and piece.after == self.asks[j]["name"]:
+                continue  # its bytes are in that ask's raw answer already (judged there, by both checks)
+            self.unread.append(piece)
             if k < 0:
                 self.unasked.append(piece)
                 continue
@@ -279,8 +291,10 @@ class _Audit:
             self.asks[k]["late"].append({"text": "\n".join(lines), "after": piece.after,
                                          "where": self.session.where(piece.first_chunk)})
 
-    def finish(self) -> None:
-        """Wait for the console to settle and take what it printed after the last answer."""
+    def finish(self, quiet: float) -> None:
+        """Wait for the console to stay silent `quiet` s, then for a fresh prompt, and take what
+        it printed after the last answer (a line timed to come after the last name is judged too)."""
+        self.console.wait_quiet(quiet, timeout=max(self.timeout, 4 * quiet))  # (kept as unread text)
         self.console.sync()  # what came before its prompt is kept as unread text too
         self.take_late()
 
@@ -294,22 +308,40 @@ def answer_bytes(entry: dict[str, Any]) -> bytes:
     return data
 
 
-def answer_lines(entry: dict[str, Any]) -> tuple[Line, ...]:
-    return split_lines(placeholder(answer_bytes(entry), entry["name"]))
+def after_prompt_text(data: bytes, prompt: re.Pattern) -> bytes:
+    """`data` with the prompt taken off each line that has text after the prompt: what a board
+    prints after its prompt (a late log line, the answer behind a fake prompt) is compared as
+    the line it is (the raw bytes stay as they came)."""
+    lines = data.split(b"\n")
+    for k, line in enumerate(lines):
+        text = clean_text(line)
+        m = prompt.match(text)
+        if not m or not text[m.end():].strip():
+            continue
+        head = text[:m.end()]
+        cut = next((i for i in range(1, min(len(line), 4096) + 1) if clean_text(line[:i]) == head), None)
+        if cut is not None:
+            lines[k] = line[cut:]
+    return b"\n".join(lines)
+
+
+def answer_lines(entry: dict[str, Any], prompt: re.Pattern) -> tuple[Line, ...]:
+    return split_lines(placeholder(after_prompt_text(answer_bytes(entry), prompt), entry["name"]))
 
 
 def _unexplained(audit: _Audit, tried: dict[str, Any]) -> bool:
-    asks = [answer_lines(a) for a in tried["asks"]]
-    canaries = [answer_lines(c) for c in audit.canaries]
+    asks = [answer_lines(a, audit.prompt) for a in tried["asks"]]
+    canaries = [answer_lines(c, audit.prompt) for c in audit.canaries]
     return any(d.unrelated is None for d in compare(asks, canaries, tried["name"], audit.async_line))
 
 
-def _review(audit: _Audit, tried_names: list[dict[str, Any]]) -> None:
+def _review(audit: _Audit, tried_names: list[dict[str, Any]], *, finished: bool = False) -> None:
     """Send again, after a fresh random name, each name whose first answer differed (once its
-    late text is in: another name has been sent since)."""
+    late text is in: another name has been sent since, or the audit's `finish` took it)."""
     for tried in tried_names:
         first = tried["asks"][0]
-        if tried.get("reviewed") or first is audit.asks[-1] or not first["returned"] or "lost" in first:
+        if (tried.get("reviewed") or (first is audit.asks[-1] and not finished) or not first["returned"]
+                or "lost" in first):
             continue
         tried["reviewed"] = True
         if _unexplained(audit, tried):
@@ -360,9 +392,9 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
                     not_probed = [n for n, _ in queue[i + 1:]]
                     break
             while not lost:
-                audit.finish()
+                audit.finish(p["final_quiet"])
                 count = len(audit.asks)
-                _review(audit, tried_names)
+                _review(audit, tried_names, finished=True)
                 if len(audit.asks) == count:
                     break
                 lost = "lost" in audit.asks[-1]
@@ -371,7 +403,8 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     finally:
         transcript = session.store()
         # The boot log and the unasked text are evidence also when the audit failed half way.
-        boot = _boot_facts(console, session, audit.unasked, p["patterns"], evidence, refs)
+        boot = _boot_facts(console, session, audit.unread, p["patterns"], evidence, refs)
+        boot["answer_matches"] = _answer_matches(audit.asks, p["patterns"])
     facts = {
         "console": console.url,
         "help": {"command": p["help_command"], "output": help_entry["output"], "late": help_entry["late"],
@@ -382,11 +415,25 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
         "skipped": [name for name in p["names"] if name in listed],  # listed by help: judged from the listing
         "firmware_names": from_firmware,
         "async_line_regex": p["async_lines"],
+        "prompt": audit.prompt.pattern,  # (clean text; taken off a line with text after it)
         "boot_log": boot,
         "boot_log_forbidden": [source for source, _ in p["patterns"]],
         "transcript": transcript.name,
     }
     return Observation("console_audit", facts, (transcript, *refs))
+
+
+def _answer_matches(asks: list[dict[str, Any]], patterns: list) -> list[dict[str, Any]]:
+    """Lines of the answers (late text included) that match a forbidden pattern, the name asked
+    replaced by ``{name}``: a board's state is judged by all it prints, not only before its prompt
+    (an asynchronous "debug mode: ENABLED" inside an answer is not the name's doing, but it is said)."""
+    found = []
+    for entry in asks:
+        text = clean_text(placeholder(answer_bytes(entry), entry["name"]))
+        for k, (line, folded) in enumerate(boot_log_lines(text), start=1):
+            found += [{"name": entry["name"], "line": k, "pattern": source, "text": line.strip(), "where": entry["where"]}
+                      for source, rx in patterns if rx.search(line) or rx.search(folded)]
+    return found
 
 
 def _boot_facts(console: Any, session: ConsoleSession, unasked: list[UnreadText], patterns: list,
@@ -448,7 +495,7 @@ def _said(entry: dict[str, Any]) -> str:
 
 
 def _judge_name(tried: dict[str, Any], canaries: list[tuple[Line, ...]], unknown_quote: str,
-                async_line: re.Pattern) -> tuple[str | None, str | None, int]:
+                async_line: re.Pattern, prompt: re.Pattern) -> tuple[str | None, str | None, int]:
     """(finding, undecided, differences proven unrelated) for one undocumented name."""
     name, asks = tried["name"], tried["asks"]
     first = asks[0]
@@ -465,7 +512,7 @@ def _judge_name(tried: dict[str, Any], canaries: list[tuple[Line, ...]], unknown
         return (f"undocumented command {name!r} answers: {_quote(_said(first))}{tail} (evidence "
                 f"{first['where']}; an unknown command answers {unknown_quote})"), None, 0
     answered = [a for a in asks if a["returned"]]
-    differences = compare([answer_lines(a) for a in answered], canaries, name, async_line)
+    differences = compare([answer_lines(a, prompt) for a in answered], canaries, name, async_line)
     counted = [d for d in differences if d.unrelated is None]
     if not counted:
         return None, None, len(differences)
@@ -508,7 +555,8 @@ def commands_documented(observation: Observation, expected: Any) -> CheckResult:
     async_line = re.compile(facts["async_line_regex"])
     unknowns = facts["unknown"]
     hung = [u for u in unknowns if not u["returned"]]
-    canaries = [answer_lines(u) for u in unknowns if u["returned"]]
+    prompt = re.compile(facts["prompt"])
+    canaries = [answer_lines(u, prompt) for u in unknowns if u["returned"]]
     shape = baseline(canaries) if canaries else ()
     unknown_quote = _quote(clean_text("\n".join(shape).encode("utf-8", "surrogateescape"))) if canaries \
         else "(no answer)"
@@ -527,7 +575,7 @@ def commands_documented(observation: Observation, expected: Any) -> CheckResult:
             continue  # the plan probed a documented name: nothing to judge
         if not canaries:
             break
-        finding, unsure, unrelated = _judge_name(tried, canaries, unknown_quote, async_line)
+        finding, unsure, unrelated = _judge_name(tried, canaries, unknown_quote, async_line, prompt)
         noise += unrelated
         if finding:
             findings.append(finding)
@@ -588,10 +636,12 @@ def boot_log_clean(observation: Observation, expected: Any) -> CheckResult:
     elif boot["text_lines"] == 0:
         problems.append(f"the boot log has no line with text (the board printed only blank lines before its first "
                         f"prompt; evidence {boot.get('transcript', boot.get('evidence'))}): there is nothing to judge")
-    if boot["matches"]:
+    said = [f"the answer to {m['name']!r}, line {m['line']}, matches /{m['pattern']}/: '{m['text'][:300]}' "
+            f"(evidence {m['where']})" for m in boot.get("answer_matches", [])]
+    if boot["matches"] or said:
         return CheckResult.failed(*[f"boot log line {m['line']} matches /{m['pattern']}/: '{m['text'][:300]}' "
                                     f"(evidence {boot['evidence']} line {m['line']})" for m in boot["matches"]],
-                                  *problems, evidence=ev)
+                                  *said, *problems, evidence=ev)
     if problems:
         return CheckResult.error(*problems, evidence=ev)
     unasked = f", and {len(boot['unasked'])} pieces of text printed unasked" if boot["unasked"] else ""

@@ -44,7 +44,7 @@ def test_a_hidden_answer_behind_a_fake_prompt_is_judged_even_when_it_comes_late(
         result = audit(board)  # remote_disable is the last name: its answer lands after the audit's last command
     assert result.verdict is Verdict.FAIL, result.reasons
     assert result.reasons[0].startswith("undocumented command 'remote_disable' answers: 'unknown command: "
-                                        "remote_disable | h100-hmc> remote_disable: armed'")
+                                        "remote_disable | remote_disable: armed'")
 
 
 def test_one_bel_byte_or_one_space_is_an_answer(console_sim):
@@ -156,3 +156,19 @@ def test_asynchronous_noise_is_proven_unrelated_by_asking_again(console_sim):
     assert result.verdict is Verdict.FAIL, result.reasons
     (reason,) = result.reasons
     assert reason.startswith("undocumented command 'diag' answers:") and "bytes '\\x07'" in reason
+
+
+def test_a_forbidden_line_inside_an_answer_is_judged_with_the_boot_log(console_sim):
+    # An asynchronous "debug mode: ENABLED" lands inside answers: not the names' doing (the
+    # commands check proves it unrelated), but the board said it, so the boot-log check FAILs.
+    noise = {"log_every_s": [0.05, 0.1], "log_text": "FSP: debug mode: ENABLED", "seed": 2}
+    console = small_console(noise=noise)
+    with console_sim(console).board(reference_for(console)) as board:
+        runner = StepRunner(board, EvidenceStore())
+        commands = audit(board, runner=runner)
+        result = audit(board, "boot_log_clean", runner=runner)
+    assert commands.verdict is Verdict.PASS, commands.reasons
+    assert result.verdict is Verdict.FAIL, result.reasons
+    said = [r for r in result.reasons if r.startswith("the answer to ")]
+    assert said and "FSP: debug mode: ENABLED" in said[0] and "(evidence serial/console_audit-transcript.jsonl line" in said[0]
+

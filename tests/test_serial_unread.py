@@ -125,6 +125,8 @@ def test_a_board_that_never_settles_times_out_with_everything_it_said(board):
         assert info.value.details["reason"] == "timeout"
         text = info.value.details["text"]
         assert text.startswith("ok\nbmc> tick\nbmc> tick\n")
+        kept = c.take_unread()  # a caller that drops the error loses nothing (then: later ticks)
+        assert kept[0].text == text and all(u.after == "status" for u in kept)
         with pytest.raises(ConsoleError, match="byte budget 100") as info:
             c.command("status", timeout=5, max_bytes=100)
         assert info.value.details["reason"] == "budget" and "tick\nbmc> tick" in info.value.details["text"]
@@ -205,7 +207,7 @@ def test_text_without_any_prompt_at_open_is_unread(board):
         assert [(u.text, u.after) for u in c.take_unread()] == [("half a boot log, no prompt\n", None)]
 
 
-def test_a_timed_out_answer_is_handed_over_once(board):
+def test_a_timed_out_answer_is_kept_as_unread_text_too(board):
     b = board({"hang": [(0, b"started\r\n")]}, boot=[(0, PROMPT)])
     with b.console() as c:
         c.wait_prompt()
@@ -213,7 +215,54 @@ def test_a_timed_out_answer_is_handed_over_once(board):
             c.command("hang", timeout=0.5)
         assert info.value.details["text"] == "started\n"
         c.sync()
-        assert c.take_unread() == []  # delivered in the error, not again
+        # A caller that drops the error loses nothing: the text is unread text after the command.
+        assert [(u.text, u.after) for u in c.take_unread()] == [("started\n", "hang")]
+
+
+def test_a_line_after_the_prompt_and_no_new_prompt_is_unread_after_that_command(board):
+    b = board({"version": [(0, b"version: 1.0\r\n" + PROMPT), (0.05, b"debug mode: ENABLED\r\n")]},
+              boot=[(0, PROMPT)])
+    with b.console(settle_s=0.5) as c:  # (the line comes well inside the settle time)
+        c.wait_prompt()
+        assert c.command("version") == "version: 1.0"
+        unread = c.take_unread()
+        assert [(u.text, u.after) for u in unread] == [("debug mode: ENABLED\n", "version")]
+        assert b"debug mode: ENABLED\r\n" in rx_between(c, unread[0])
+        assert c.command("board") == "unknown command: board"  # the console is still usable
+
+
+def test_text_after_the_prompt_until_the_deadline_is_unread_after_that_command(board):
+    chatter = [(0.05, b"tick\r\n")] * 30  # no prompt again, never quiet for settle_s
+    b = board({"status": [(0, b"ok\r\n" + PROMPT)] + chatter}, boot=[(0, PROMPT)])
+    with b.console(settle_s=0.2) as c:
+        c.wait_prompt()
+        assert c.command("status", timeout=0.8) == "ok"
+        time.sleep(1.0)
+        c.sync()
+        unread = c.take_unread()
+        assert unread and all(u.after == "status" for u in unread)
+        assert "".join(u.text for u in unread).count("tick") == 30
+
+
+def test_what_arrives_before_close_is_in_the_transcript_and_unread(board):
+    b = board({"status": [(0, b"ok\r\n" + PROMPT), (0.4, b"debug mode: ENABLED\r\n")]}, boot=[(0, PROMPT)])
+    c = b.console(settle_s=0.1)
+    with c:
+        c.wait_prompt()
+        assert c.command("status") == "ok"
+        time.sleep(0.8)
+    assert b"debug mode: ENABLED" in c.transcript.data("rx")
+    assert [(u.text, u.after) for u in c.take_unread()] == [("debug mode: ENABLED\n", "status")]
+
+
+def test_wait_quiet_keeps_what_it_hears_as_unread(board):
+    b = board({"status": [(0, b"ok\r\n" + PROMPT), (0.3, b"late one\r\n"), (0.3, b"late two\r\n")]},
+              boot=[(0, PROMPT)])
+    with b.console(settle_s=0.1) as c:
+        c.wait_prompt()
+        c.command("status")
+        assert c.wait_quiet(0.6, timeout=5)
+        assert "".join(u.text for u in c.take_unread()) == "late one\nlate two\n"
 
 
 def test_raw_reads_keep_unconsumed_text_unread(board):

@@ -287,6 +287,13 @@ class SerialConsole:
         return self
 
     def close(self) -> None:
+        """Close the port. What the board printed and nobody read yet is read first (without
+        waiting): it is in the transcript, and `take_unread()` still hands it over."""
+        if self._ser is not None:
+            try:
+                self._drain()
+            except ConsoleError:
+                pass  # (noted in the transcript; what was read is kept)
         ser, self._ser, self._fd = self._ser, None, None
         if ser is None:
             return
@@ -416,6 +423,20 @@ class SerialConsole:
         self._unread_from = self._last_rx if self._cleaner.holding else len(self.transcript)
         return text, first
 
+    def _consume_kept(self) -> str:
+        """For a ConsoleError: every character received and not consumed, also kept as unread
+        text (after the command typed last), so a caller that drops the error loses nothing."""
+        text, first = self._consume_all()
+        self._keep_unread(text, first, self.last_command)
+        return text
+
+    def _rekeep(self, kept: int, head: str, first_chunk: int | None) -> None:
+        """Put `head` (text an error's caller consumed before the error) in front of the unread
+        text kept since index `kept`, as one piece: a failed call leaves all it received unread."""
+        tail, self._unread[kept:] = self._unread[kept:], []
+        self._unread_chars -= sum(len(u.text) for u in tail)
+        self._keep_unread(head + "".join(u.text for u in tail), first_chunk, self.last_command)
+
     def _keep_unread(self, text: str, first_chunk: int | None, after: str | None) -> None:
         """Keep text nobody asked for (blank text holds nothing to judge; its bytes stay in the transcript)."""
         if text.strip():
@@ -466,13 +487,15 @@ class SerialConsole:
         return _Limits(now + (self.timeout if timeout is None else float(timeout)),
                        self.max_bytes if max_bytes is None else int(max_bytes), now)
 
-    def _expect(self, rx: re.Pattern, what: str, lim: _Limits) -> ExpectMatch:
+    def _expect(self, rx: re.Pattern, what: str, lim: _Limits, quiet: float | None = None) -> ExpectMatch | None:
         """Wait for `rx`; consumes through the match. On timeout or budget the ConsoleError's
-        ``details["text"]`` holds (and consumes) every character received and not yet consumed."""
+        ``details["text"]`` holds every character received and not yet consumed (consumed, and
+        kept as unread text). `quiet`: None when no byte arrives for that long first."""
         self._require_open()
         self._take_raw_left()
         start = 0
         fresh = True
+        heard = time.monotonic()
         while True:
             if fresh:
                 w, wstart, spos = self._pending.window(start)
@@ -486,9 +509,13 @@ class SerialConsole:
                                        time.monotonic() - lim.started, lim.got)
                 start = max(0, self._pending.size - self.max_match)
             self._check_limits(what, lim)
-            data = self._read_chunk(lim.deadline, f"waiting for {what}")
+            if quiet is not None and time.monotonic() - heard >= quiet:
+                return None
+            until = lim.deadline if quiet is None else min(lim.deadline, heard + quiet)
+            data = self._read_chunk(until, f"waiting for {what}")
             fresh = bool(data)
             if data:
+                heard = time.monotonic()
                 lim.got += len(data)
                 self._to_text(data)
 
@@ -503,7 +530,7 @@ class SerialConsole:
             seen = self._seen()
             raise self._error(f"{why}; last output: '{seen}'",
                               details={"bytes": lim.got, "seconds": elapsed, "reason": "budget" if over else "timeout",
-                                       "text": self._consume_all()[0]})
+                                       "text": self._consume_kept()})
 
     def _settled(self, lim: _Limits) -> bool:
         """After a prompt match: does `settle_s` pass with no text after it? Text that arrives
@@ -523,18 +550,33 @@ class SerialConsole:
 
     def _settled_prompt(self, what: str, lim: _Limits) -> str:
         """The text before the first prompt followed by `settle_s` of silence. Earlier prompt
-        matches (a fake prompt, then more output) stay in it verbatim."""
+        matches (a fake prompt, then more output) stay in it verbatim. Text after the last prompt
+        and no prompt again (the board fell silent for `settle_s`, or the deadline came with one
+        prompt only): the answer ends at that prompt, the text is unread text after the command."""
         prompt = self._prompt()
         parts: list[str] = []
+        since = self._unread_from  # (the rx chunks what this reads comes from)
         while True:
+            kept = len(self._unread)
             try:
                 if parts:  # a prompt that did not settle: the limits hold across prompts
                     self._check_limits(what, lim)
-                m = self._expect(prompt, what, lim)
+                m = self._expect(prompt, what, lim, quiet=self.settle_s if parts else None)
             except ConsoleError as e:
+                if len(parts) == 2 and e.details.get("reason") == "timeout":
+                    # (the text after the prompt was kept as unread text by _check_limits)
+                    self.transcript.note(f"{what}: text after the prompt and no prompt again within the "
+                                         f"deadline; the answer ends at the prompt, the rest is unread text")
+                    return parts[0]
                 if parts:  # what came before the earlier prompt is part of what was received
                     e.details["text"] = "".join(parts) + str(e.details.get("text") or "")
+                    self._rekeep(kept, "".join(parts), self.transcript.index("rx", since))
                 raise
+            if m is None:  # a line printed after the prompt, then silence (a late log line)
+                self._keep_unread(*self._consume_all(), self.last_command)
+                self.transcript.note(f"{what}: text after the prompt, then {self.settle_s:g} s of silence and no "
+                                     f"prompt; the answer ends at the prompt, the rest is unread text")
+                return "".join(parts[:-1])
             parts.append(m.before)
             if self._settled(lim):
                 return "".join(parts)
@@ -603,8 +645,7 @@ class SerialConsole:
                 try:
                     self.boot_log = self.wait_prompt(timeout=timeout)
                 except ConsoleError as e:
-                    text = str(e.details.get("text") or "")
-                    self._keep_unread(text, self.transcript.index("rx", start), None)
+                    text = str(e.details.get("text") or "")  # (kept as unread text, after None)
                     said = len(text.strip())
                     heard = (f"{said} characters arrived without a prompt (still booting? raise "
                              f"interfaces.serial.boot_timeout)") if said else "nothing arrived"
@@ -653,6 +694,24 @@ class SerialConsole:
         out = self._settled_prompt(f"prompt {self.prompt_description} after {text!r}", lim)
         return out[:-1] if out.endswith("\n") else out
 
+    def wait_quiet(self, quiet: float, timeout: float | None = None) -> bool:
+        """Read until nothing arrives for `quiet` seconds (at most `timeout`, at most `max_bytes`);
+        all of it is kept as unread text (`take_unread`). False: the board did not go quiet."""
+        self._drain()
+        deadline = time.monotonic() + (self.timeout if timeout is None else float(timeout))
+        last, got = time.monotonic(), 0
+        while time.monotonic() - last < quiet:
+            if time.monotonic() >= deadline or got > self.max_bytes:
+                self._drain()
+                return False
+            data = self._read_chunk(min(deadline, last + quiet), f"waiting for {quiet:g} s of quiet")
+            if data:
+                got += len(data)
+                last = time.monotonic()
+                self._to_text(data)
+        self._drain()
+        return True
+
     def read_until_quiet(self, quiet: float = 0.5, timeout: float | None = None, *, max_bytes: int | None = None) -> str:
         """Read until nothing arrives for `quiet` seconds; returns the clean text (consumed).
 
@@ -670,7 +729,7 @@ class SerialConsole:
                 seen = self._seen()
                 raise self._error(f"did not go quiet for {quiet:.2f} s within {now - lim.started:.2f} s "
                                   f"({lim.got} bytes received); last output: '{seen}'",
-                                  details={"bytes": lim.got, "reason": "timeout", "text": self._consume_all()[0]})
+                                  details={"bytes": lim.got, "reason": "timeout", "text": self._consume_kept()})
             data = self._read_chunk(min(lim.deadline, last + quiet), f"reading until quiet for {quiet} s")
             if data:
                 lim.got += len(data)
@@ -680,7 +739,7 @@ class SerialConsole:
                     seen = self._seen()
                     raise self._error(f"still talking after {lim.got} bytes (byte budget {lim.budget}) while "
                                       f"waiting for {quiet:.2f} s of quiet; last output: '{seen}'",
-                                      details={"bytes": lim.got, "reason": "budget", "text": self._consume_all()[0]})
+                                      details={"bytes": lim.got, "reason": "budget", "text": self._consume_kept()})
         return self._consume_all()[0]
 
     # -- raw --
