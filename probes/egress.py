@@ -3,11 +3,14 @@
 What: takes the board's management link (the `net` interface: the host NIC cabled to the
 board's port, or a switch mirror port / tap) into a private network namespace that routes
 nowhere, answers the board there with a sinkhole (DNS answering every name, TCP listeners that
-read and close) and records every frame for `window_s` seconds as pcapng, optionally while a
-workload runs on the board (`activity: workload`). The capture is grouped into flows (who
+read and close) and records every frame for `window_s` seconds (up to 7 days, with progress on
+stderr for long soak windows) as pcapng, the interface confirmed promiscuous, optionally while
+the board's workload runs (`activity: workload`). The capture is grouped into flows (who
 started it, destination, ports, the DNS names, TLS SNI and HTTP Host that name it, packets,
 bytes, first and last seen) and judged against the product's egress policy, an allow list.
-With `capture: PATH` it judges a pcap/pcapng recorded elsewhere (a lab tap) instead.
+With `capture: PATH` it judges a pcap/pcapng recorded elsewhere (a lab tap) instead. Everything
+goes through the `net` interface (harness.interfaces.netcap.NetworkPort: the capture window, the
+workload, reading a recording); this module only calls it and stores evidence.
 
 Why: an accelerator board with its own management controller can phone home, beacon only once
 a job runs, tunnel data out through DNS or ICMP payloads. Nothing the board sends during the
@@ -19,7 +22,9 @@ interface block names the capture side's MAC), stored as soon as the window clos
 partial capture when the window failed), the capture statistics and sinkhole log
 (`egress/capture-stats.json`), the flow table (`egress/flows.json`) and, for a bench
 workload, its output (`egress/workload.log`). The facts hold the flow analysis as plain data;
-the check judges only that.
+the check judges only that. Every verdict ends with the window it rests on: its length, start
+and end, the interface and that it was promiscuous, the frames, the activity (or, offline, the
+recording's path, sha256 and frames).
 
 Fails when: any flow the board started is not allowed by the policy, each one named with its
 destination, the names that point at it, packets, bytes and first/last seen; DNS queries for
@@ -28,8 +33,11 @@ carries the capture side's own MAC (a board impersonating the harness to hide it
 What the capture side sends on its own (ARP, ICMP errors from its MAC) is not judged.
 Errors when: frames could not be decoded, the kernel dropped frames or the capture is
 damaged ("N frames not decoded", "capture dropped N packets"); the window saw nothing from the
-board at all (silence cannot be told from an unplugged cable); the capture could not be set up
-or failed during the window; the workload failed; the policy is missing or invalid.
+board at all (silence cannot be told from an unplugged cable); the capture could not be set up,
+was not confirmed promiscuous (it would see only frames addressed to it and broadcasts), lasted
+less than `window_s`, hit its size cap (frames beyond it are lost), or failed during the window;
+a recording that is not a regular file within the size cap (a FIFO, /dev/zero); the workload
+failed; the policy is missing or invalid.
 Skips when: the harness lacks the privileges to take the interface into a namespace (not
 root); the reason says what is missing.
 """
@@ -37,23 +45,20 @@ root); the reason says what is missing.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
+import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from harness.evidence import EvidenceStore
 from harness.formats.egress_policy import PolicyError, judge, load_policy
 from harness.formats.flows import analyze_bytes, flow_analysis_from_record, flow_analysis_json, flow_analysis_record
 from harness.formats.pcap import CaptureFormatError
-from harness.interfaces.netcap import CaptureUnavailable, CapturePoint, offline_capture, privilege_problem, tool_problem
+from harness.interfaces.netcap import MAX_WINDOW_S, CaptureUnavailable, privilege_problem, tool_problem
 from harness.verdict import CheckResult, Observation, ProbeError
 
 PARAMS: dict[str, Any] = {
-    "window_s": 8,          # how long to capture (seconds)
+    "window_s": 8,          # how long to capture (seconds, at most 7 days)
     "activity": "idle",     # idle | workload (start the workload the board config names)
     "sinkhole": True,       # answer the board (DNS, TCP listeners, off-link addresses)
     "capture": None,        # path of a pcap/pcapng recorded by a lab tap: judge it, capture nothing
@@ -62,15 +67,18 @@ PARAMS: dict[str, Any] = {
 ACTIVITIES = ("idle", "workload")
 PCAPNG_MEDIA_TYPE = "application/x-pcapng"
 PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
-# A window this long or longer prints progress to stderr (`attestlab run -s` shows it).
+# A window this long or longer reports progress on stderr (`attestlab run -s` shows it): every
+# tenth of the window, but at least every minute and at most every 10 s.
 _PROGRESS_FROM_S = 20.0
 _MAX_REASONS = 50
 
 
 def _params(params: dict[str, Any]) -> tuple[float, str, bool, str | None]:
     window = params.get("window_s")
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 86400:
-        raise ProbeError(f"egress: window_s must be a number of seconds in (0, 86400], got {window!r}")
+    if (isinstance(window, bool) or not isinstance(window, (int, float)) or not math.isfinite(window)
+            or not 0 < window <= MAX_WINDOW_S):
+        raise ProbeError(f"egress: window_s must be a number of seconds in (0, {MAX_WINDOW_S}] "
+                         f"(at most 7 days), got {window!r}")
     activity = params.get("activity")
     if activity not in ACTIVITIES:
         raise ProbeError(f"egress: activity must be one of {', '.join(ACTIVITIES)}, got {activity!r}")
@@ -93,101 +101,20 @@ def _store_analysis(evidence: EvidenceStore, data: bytes, where: str) -> tuple[d
     return flow_analysis_record(analysis), ref
 
 
-def _collect_offline(path: str, evidence: EvidenceStore) -> Observation:
-    data = offline_capture(path)  # CaptureUnavailable (a ProbeError) when missing or empty
+def _collect_offline(board: Any, path: str, evidence: EvidenceStore) -> Observation:
+    # CaptureUnavailable (a ProbeError) when missing, empty, too large or not a regular file
+    data = board.interface("net").read_capture(path)
     is_pcapng = data[:4] == b"\x0a\x0d\x0d\x0a"
     cap_ref = evidence.add("egress/capture.pcapng" if is_pcapng else "egress/capture.pcap", data,
                            PCAPNG_MEDIA_TYPE if is_pcapng else PCAP_MEDIA_TYPE)
     record, flows_ref = _store_analysis(evidence, data, f"capture file {path}")
     facts = {
         "source": "offline",
-        "capture": {"path": str(Path(path).resolve()), "sha256": cap_ref.sha256, "size": cap_ref.size,
+        "capture": {"path": path, "sha256": cap_ref.sha256, "size": cap_ref.size,
                     "format": record["capture_format"]},
         "analysis": record,
     }
     return Observation("egress", facts, (cap_ref, flows_ref))
-
-
-class _Workload:
-    """The activity the board config names: a bench command, or a simulated board's trigger file."""
-
-    def __init__(self, port: Any) -> None:
-        self.port = port
-        self.proc: subprocess.Popen | None = None
-        self.started = ""
-        self.log_path: Path | None = None
-
-    def start(self) -> None:
-        self.started = _utc()
-        if self.port.workload_command is not None:
-            import tempfile
-            fd, name = tempfile.mkstemp(prefix="attestlab-workload-", suffix=".log")
-            self.log_path = Path(name)
-            try:
-                self.proc = subprocess.Popen(list(self.port.workload_command), stdin=subprocess.DEVNULL,
-                                             stdout=fd, stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
-                raise ProbeError(f"egress: cannot start the workload {list(self.port.workload_command)}: "
-                                 f"{exc.strerror or exc} (interfaces.net.workload.command)") from None
-            finally:
-                os.close(fd)
-        else:
-            try:
-                Path(self.port.workload_trigger).write_text(f"started {self.started}\n")
-            except OSError as exc:
-                raise ProbeError(f"egress: cannot start the workload: writing {self.port.workload_trigger} "
-                                 f"failed: {exc.strerror or exc}") from None
-
-    def finish(self) -> dict[str, Any]:
-        """Stop a command still running at the end of the window; say what happened."""
-        info: dict[str, Any] = {"started": self.started}
-        if self.proc is None:
-            info["trigger"] = self.port.workload_trigger
-            info["status"] = "triggered"
-            return info
-        info["command"] = list(self.port.workload_command)
-        code = self.proc.poll()
-        if code is None:
-            info["status"] = "running at the end of the window (stopped)"
-            self._kill()
-        elif code == 0:
-            info["status"] = "exited 0"
-        else:
-            info["status"] = f"failed: exit status {code}"
-            info["failed"] = True
-        info["exit_status"] = self.proc.returncode
-        return info
-
-    def _kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(5)
-        except (OSError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, 9)
-            except OSError:
-                pass
-            self.proc.wait(5)
-
-    def output(self) -> bytes:
-        if self.log_path is None:
-            return b""
-        try:
-            return self.log_path.read_bytes()[-256 * 1024:]
-        except OSError:
-            return b""
-
-    def cleanup(self) -> None:
-        self._kill()
-        if self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
-
-
-def _utc() -> str:
-    from datetime import datetime, timezone
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _capture_stats(result: Any, window: float, activity: str, sinkhole: bool,
@@ -196,9 +123,10 @@ def _capture_stats(result: Any, window: float, activity: str, sinkhole: bool,
         "interface": result.interface, "namespace": result.namespace, "address": result.address,
         "capture_mac": result.capture_mac, "started": result.started, "ended": result.ended,
         "duration_ms": (result.ended_ns - result.started_ns) // 1_000_000, "window_ms": int(window * 1000),
-        "activity": activity, "sinkhole": sinkhole, "packets": result.packets,
+        "activity": activity, "sinkhole": sinkhole, "promiscuous": result.promiscuous, "packets": result.packets,
         "packets_in": result.packets_in, "packets_out": result.packets_out, "received": result.received,
         "dropped": result.dropped, "kernel_dropped": result.kernel_dropped, "not_written": result.not_written,
+        "interface_dropped": result.interface_dropped,
         "complete": result.complete, "forged_in": result.forged_in,
         "sinkhole_events": len(result.sinkhole_events), "workload": workload,
     }
@@ -212,18 +140,15 @@ def _collect_live(board: Any, window: float, activity: str, sinkhole: bool,
             f"egress: activity: workload, but board {board.name!r} names no workload: add "
             f"interfaces.net.workload: {{command: [program, args...]}} to {board.config.path} "
             f"(a command that makes the board work during the window), or use activity: idle")
-    runid = f"egress-{os.getpid()}-{secrets.token_hex(3)}"
-    point = CapturePoint(port.interface, port.address, runid, sinkhole=sinkhole,
-                         extra_addresses=port.extra_addresses, address6=port.address6,
-                         sinkhole_tcp_ports=port.sinkhole_tcp_ports, force=port.force)
-    workload = _Workload(port) if activity == "workload" else None
+    point = port.capture_point(sinkhole)
+    workload = None
     workload_info = None
     workload_refs = []
     try:
         try:
             with point:
-                if workload is not None:
-                    workload.start()
+                if activity == "workload":
+                    workload = port.start_workload()
                 _run_window(point, window)
                 if workload is not None:
                     workload_info = workload.finish()
@@ -253,22 +178,39 @@ def _collect_live(board: Any, window: float, activity: str, sinkhole: bool,
     return Observation("egress", facts, (cap_ref, stats_ref, flows_ref, *workload_refs))
 
 
-def _run_window(point: CapturePoint, window: float) -> None:
+def progress_interval(window: float) -> float | None:
+    """Seconds between progress lines for a window (None: too short to report on)."""
     if window < _PROGRESS_FROM_S:
+        return None
+    return min(60.0, max(10.0, window / 10))
+
+
+def progress_line(interface: str, window: float, progress: dict[str, int]) -> str:
+    """One progress report: elapsed and remaining time, frames and losses so far, pcapng size."""
+    elapsed = min(window, progress["elapsed_ns"] / 1e9)
+    mib = progress["bytes"] / (1 << 20)
+    return (f"egress: {interface}: {elapsed:.0f}/{window:g} s ({100 * elapsed / window:.0f}%, "
+            f"{window - elapsed:.0f} s left); {progress['frames']} frames, {progress['dropped']} lost; "
+            f"capture {mib:.1f} of {progress['max_bytes'] / (1 << 20):.0f} MiB")
+
+
+def _run_window(point: Any, window: float) -> None:
+    every = progress_interval(window)
+    if every is None:
         point.run_for(window)
         return
-    print(f"egress: capturing on {point.interface} for {window:g} s", file=sys.stderr, flush=True)
+    print(f"egress: capturing on {point.interface} for {window:g} s, progress every {every:g} s",
+          file=sys.stderr, flush=True)
     end = time.monotonic() + window
     while (left := end - time.monotonic()) > 0:
-        point.run_for(min(10.0, left))
-        print(f"egress: {window - max(0.0, end - time.monotonic()):.0f}/{window:g} s, "
-              f"{point.packets_so_far} frames", file=sys.stderr, flush=True)
+        point.run_for(min(every, left))
+        print(progress_line(point.interface, window, point.progress()), file=sys.stderr, flush=True)
 
 
 def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Observation:
     window, activity, sinkhole, capture = _params(params)
     if capture is not None:
-        return _collect_offline(capture, evidence)
+        return _collect_offline(board, capture, evidence)
     problem = privilege_problem()
     if problem:  # only a lack of privilege is "not applicable here"; anything else is ERROR
         return Observation("egress", {"source": "live", "skipped": problem})
@@ -291,6 +233,25 @@ def _violation_reason(v: Any) -> str:
     names = f" names: {', '.join(unnamed[:5])}{' ...' if len(unnamed) > 5 else ''};" if unnamed else ""
     return (f"egress not allowed: {v.why};{names} {v.packets} packet{'s' if v.packets != 1 else ''}, "
             f"{v.bytes} bytes, {_when(v)}")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def coverage(facts: dict[str, Any], frames: int) -> str:
+    """What a verdict rests on, in words: the live window (length, start and end, interface,
+    promiscuous or not, frames, activity) or the recording (path, sha256, frames)."""
+    capture = facts.get("capture") or {}
+    if facts.get("source") != "live":
+        return (f"the recording {capture.get('path')} (sha256 {str(capture.get('sha256'))[:16]}..., "
+                f"{frames} frame{'s' if frames != 1 else ''})")
+    mode = "promiscuous" if capture.get("promiscuous") is True else "NOT promiscuous"
+    duration = capture.get("duration_ms")
+    length = f"{duration / 1000:.1f} s" if _count(duration) else "unknown-length"
+    return (f"the {length} window {capture.get('started')} to {capture.get('ended')} "
+            f"({mode} capture on {capture.get('interface')}, {frames} frame{'s' if frames != 1 else ''}, "
+            f"{capture.get('packets_in')} from the board's side, activity {capture.get('activity')})")
 
 
 def flows_within_policy(observation: Observation, expected: Any) -> CheckResult:
@@ -326,18 +287,31 @@ def flows_within_policy(observation: Observation, expected: Any) -> CheckResult:
     judgement = judge(policy, analysis, exclude_macs=() if forged else tuple(sorted(macs)))
     errors = list(judgement.errors)
     if facts.get("source") == "live":
-        if not capture.get("complete", False):
+        if capture.get("complete") is not True:
+            iface = capture.get("interface_dropped")
+            by_iface = ("its receive counters unreadable" if iface == -1 else
+                        f"{iface} dropped by the interface before any socket saw them")
             errors.insert(0, f"capture incomplete: {capture.get('dropped')} frames lost "
                              f"({capture.get('kernel_dropped')} dropped by the kernel, "
-                             f"{capture.get('not_written')} beyond the size cap); absence of a flow "
-                             f"proves nothing")
+                             f"{capture.get('not_written')} beyond the size cap, {by_iface}); "
+                             f"absence of a flow proves nothing")
+        if capture.get("promiscuous") is not True:
+            errors.append(f"the capture on {capture.get('interface')} was not confirmed promiscuous: it saw "
+                          f"only frames addressed to the capture interface and broadcasts, not what the "
+                          f"board sends to other hosts")
+        if not (_count(capture.get("packets_in")) and capture["packets_in"] > 0):
+            errors.append(f"no frame arrived from the board's side during the window "
+                          f"({capture.get('packets_in')!r}): silence cannot be told from an unplugged cable")
+        duration, asked = capture.get("duration_ms"), capture.get("window_ms")
+        if not (_count(duration) and _count(asked) and duration >= asked):
+            errors.append(f"the capture lasted {capture.get('duration_ms')} ms, less than the "
+                          f"{capture.get('window_ms')} ms window the step asks for")
         workload = capture.get("workload") or {}
         if workload.get("failed"):
             errors.append(f"the workload {workload.get('command')} {workload.get('status')}: the board "
                           f"was not exercised as the step asks (see egress/workload.log)")
     errors = list(dict.fromkeys(errors))
-    window = (f"{capture['duration_ms'] / 1000:.1f} s on {capture['interface']} ({capture['activity']})"
-              if facts.get("source") == "live" else f"recording {capture.get('path')}")
+    basis = coverage(facts, analysis.packets)
     findings = []
     if forged:
         findings.append(f"{forged} frame{'s' if forged != 1 else ''} from the board's side carried the capture "
@@ -349,14 +323,14 @@ def flows_within_policy(observation: Observation, expected: Any) -> CheckResult:
             reasons.append(f"... and {len(judgement.violations) - _MAX_REASONS} more violations "
                            f"(see egress/flows.json)")
         reasons += [f"also: {e}" for e in errors]
-        return CheckResult.failed(*reasons, evidence=ev)
+        return CheckResult.failed(*reasons, f"found in {basis}", evidence=ev)
     if errors:
-        return CheckResult.error(*errors, evidence=ev)
+        return CheckResult.error(*errors, f"undecided on {basis}", evidence=ev)
     return CheckResult.passed(
-        f"{judgement.judged_flows} flow{'s' if judgement.judged_flows != 1 else ''} from the board in "
-        f"{window}, all within the egress policy: {judgement.allowed_flows} allowed by a rule, "
-        f"{judgement.housekeeping_flows} link-local housekeeping; {analysis.packets} frames, none lost "
-        f"or undecoded; {judgement.excluded_flows} flow(s) of the capture side not judged", evidence=ev)
+        f"every flow the board started in {basis} is allowed by the egress policy: "
+        f"{judgement.judged_flows} flow{'s' if judgement.judged_flows != 1 else ''} judged, "
+        f"{judgement.allowed_flows} allowed by a rule, {judgement.housekeeping_flows} link-local housekeeping; "
+        f"none lost or undecoded; {judgement.excluded_flows} flow(s) of the capture side not judged", evidence=ev)
 
 
 CHECKS = {"flows_within_policy": flows_within_policy}

@@ -25,7 +25,8 @@ from conftest import BOARDS, ROOT, TEST_PUB, attestlab
 REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
 MATRIX = yaml.safe_load((BOARDS / "matrix.yaml").read_text())
 EGRESS_BOARDS = ["sim-clean", "sim-clean-ntp", "sim-phone-home", "sim-dns-tunnel", "sim-late-beacon",
-                 "sim-icmp-covert"]
+                 "sim-icmp-covert", "sim-forged-ntp", "sim-icmp-echo-reply", "sim-nd-abuse", "sim-name-flood",
+                 "sim-hidden-bytes", "sim-mld-exfil", "sim-jumbo-exfil"]
 EXIT = {"PASS": 0, "FAIL": 1, "ERROR": 2}
 
 
@@ -96,10 +97,10 @@ def test_exit_0_and_a_summary_when_every_flow_is_allowed(tmp_path):
     cap = _write(tmp_path, "clean.pcapng", pcapng(clean_frames()))
     run = attestlab("egress", "analyze", str(cap), "--policy", str(REFERENCE))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "6 frames, 3 flows; policy: egress.policy of reference profile" in run.stdout
+    assert "6 frames, 4 flows; policy: egress.policy of reference profile" in run.stdout
     assert "judged 2 flow(s) the board started: 1 allowed by a rule, 1 link-local housekeeping, 0 violation(s)" \
         in run.stdout
-    assert f"not judged: 1 flow(s) the capturing host ({CAPTURE_MAC_TEXT}, the pcapng's if_MACaddr) started on " \
+    assert f"not judged: 2 flow(s) the capturing host ({CAPTURE_MAC_TEXT}, the pcapng's if_MACaddr) started on " \
         f"its own: ARP, ICMP errors" in run.stdout
     assert run.stdout.rstrip().endswith("verdict: PASS (every flow the board started is allowed)")
 

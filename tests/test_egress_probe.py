@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from egress_samples import (CAPTURE_MAC, CAPTURE_MAC_TEXT, BOARD, GATEWAY, NTP, clean_frames, eth, from_board,
                             pcapng, phone_home_frames, undecodable_frame)
@@ -43,10 +44,23 @@ CAN_CAPTURE = netcap.privilege_problem() is None
 live = pytest.mark.skipif(not CAN_CAPTURE, reason=f"live capture not possible here: {netcap.privilege_problem()}")
 
 
+def _bench_board(tmp_path: Path) -> Board:
+    """A bench board whose `net` port reads tap recordings; judging one never touches its NIC."""
+    path = tmp_path / "bench-tap.yaml"
+    path.write_text(f"board:\n  name: bench-tap\n  reference: {REFERENCE}\n"
+                    f"interfaces:\n  net: {{interface: enp5s0, address: 192.0.2.1/24}}\n")
+    return Board.from_file(path)
+
+
+def _judge_file(tmp_path: Path, path: Path) -> Observation:
+    with _bench_board(tmp_path) as board:
+        return egress.collect(board, {**egress.PARAMS, "capture": str(path)}, EvidenceStore())
+
+
 def _offline(tmp_path: Path, frames, name: str = "tap.pcapng", **kw) -> Observation:
     path = tmp_path / name
     path.write_bytes(pcapng(frames, **kw))
-    return egress.collect(None, {**egress.PARAMS, "capture": str(path)}, EvidenceStore())
+    return _judge_file(tmp_path, path)
 
 
 def _netns() -> set[str]:
@@ -109,7 +123,8 @@ def test_judge_leaves_the_capture_hosts_flows_out_and_refuses_silence():
     policy = load_policy(POLICY)
     analysis = analyze_bytes(pcapng(clean_frames()))
     j = judge(policy, analysis)
-    assert j.outcome == "PASS" and j.excluded_flows == 1 and j.allowed_flows == 1 and j.housekeeping_flows == 1
+    # excluded: the capture side's ARP reply (a flow of its own) and its ICMP port unreachable
+    assert j.outcome == "PASS" and j.excluded_flows == 2 and j.allowed_flows == 1 and j.housekeeping_flows == 1
     everything = judge(policy, analysis, exclude_macs=())
     assert everything.outcome == "FAIL" and "ICMP type 3 code 3" in everything.violations[0].why
     only_harness = analyze_bytes(pcapng([clean_frames()[3]]))
@@ -123,7 +138,7 @@ def test_only_what_a_host_sends_unasked_is_left_out_for_the_capture_sides_mac():
     forged_query = eth(ipv4(BOARD, GATEWAY, 17, udp(41000, 53, dns_query(9, "hidden.exfil.example"))),
                        CAPTURE_MAC, b"\xff" * 6)
     j = judge(load_policy(POLICY), analyze_bytes(pcapng(clean_frames() + [forged_query])))
-    assert j.outcome == "FAIL" and j.excluded_flows == 1
+    assert j.outcome == "FAIL" and j.excluded_flows == 2
     assert [v.why for v in j.violations] == ["DNS query for hidden.exfil.example (not in allowed names)"]
 
 
@@ -136,7 +151,10 @@ def test_clean_tap_recording_passes(tmp_path):
     assert obs.evidence[0].media_type == "application/x-pcapng"
     result = egress.flows_within_policy(obs, POLICY)
     assert result.verdict is Verdict.PASS, result.reasons
-    assert "2 flows from the board" in result.reasons[0] and "1 flow(s) of the capture side not judged" in result.reasons[0]
+    assert "2 flows judged" in result.reasons[0] and "2 flow(s) of the capture side not judged" in result.reasons[0]
+    # The verdict says what it rests on: the recording, by path, digest and frame count.
+    assert (f"every flow the board started in the recording {tmp_path / 'tap.pcapng'} "
+            f"(sha256 {obs.evidence[0].sha256[:16]}..., 6 frames) is allowed") in result.reasons[0]
     canonical_json(obs.facts)
 
 
@@ -144,7 +162,8 @@ def test_violations_name_destination_names_bytes_and_times(tmp_path):
     obs = _offline(tmp_path, clean_frames() + phone_home_frames())
     result = egress.flows_within_policy(obs, POLICY)
     assert result.verdict is Verdict.FAIL
-    dns, tls = result.reasons
+    dns, tls, basis = result.reasons
+    assert basis.startswith("found in the recording ") and "frames)" in basis
     assert "DNS query for telemetry.acme.example" in dns and "2 packets" in dns
     assert "TCP to 192.0.2.1:443 (SNI telemetry.acme.example" in tls and "5 packets" in tls and " bytes, " in tls
     assert "2026-09-21T" in tls and " .. " in tls  # first .. last seen
@@ -155,13 +174,14 @@ def test_violations_name_destination_names_bytes_and_times(tmp_path):
 
 def test_drops_and_undecoded_frames_are_errors_and_a_violation_stays_a_failure(tmp_path):
     dropped = egress.flows_within_policy(_offline(tmp_path, clean_frames(), "d.pcapng", stats=(9, 3)), POLICY)
-    assert dropped.verdict is Verdict.ERROR and dropped.reasons == ("capture dropped 3 packets",)
+    assert dropped.verdict is Verdict.ERROR and dropped.reasons[0] == "capture dropped 3 packets"
+    assert dropped.reasons[1].startswith("undecided on the recording ") and len(dropped.reasons) == 2
     undecoded = egress.flows_within_policy(
         _offline(tmp_path, clean_frames() + [undecodable_frame()], "u.pcapng"), POLICY)
-    assert undecoded.verdict is Verdict.ERROR and undecoded.reasons == ("1 frame not decoded",)
+    assert undecoded.verdict is Verdict.ERROR and undecoded.reasons[:-1] == ("1 frame not decoded",)
     both = egress.flows_within_policy(
         _offline(tmp_path, phone_home_frames() + [undecodable_frame()], "b.pcapng"), POLICY)
-    assert both.verdict is Verdict.FAIL and both.reasons[-1] == "also: 1 frame not decoded"
+    assert both.verdict is Verdict.FAIL and both.reasons[-2] == "also: 1 frame not decoded"
 
 
 def test_check_is_pure_and_fails_closed_on_what_it_is_given(tmp_path):
@@ -175,10 +195,27 @@ def test_check_is_pure_and_fails_closed_on_what_it_is_given(tmp_path):
     # A live capture that lost frames proves nothing about absence.
     live_facts = {**obs.facts, "source": "live",
                   "capture": {"complete": False, "dropped": 5, "kernel_dropped": 5, "not_written": 0,
-                              "capture_mac": CAPTURE_MAC_TEXT, "duration_ms": 8000, "interface": "enp5s0",
-                              "activity": "idle"}}
+                              "capture_mac": CAPTURE_MAC_TEXT, "duration_ms": 8000, "window_ms": 8000,
+                              "interface": "enp5s0", "activity": "idle", "promiscuous": True, "packets_in": 5,
+                              "started": "2026-09-21T10:00:00.000000Z", "ended": "2026-09-21T10:00:08.000000Z"}}
     lost = egress.flows_within_policy(Observation("egress", live_facts, obs.evidence), POLICY)
     assert lost.verdict is Verdict.ERROR and lost.reasons[0].startswith("capture incomplete: 5 frames lost")
+    assert lost.reasons[-1] == ("undecided on the 8.0 s window 2026-09-21T10:00:00.000000Z to "
+                                "2026-09-21T10:00:08.000000Z (promiscuous capture on enp5s0, 6 frames, 5 from the board's side, "
+                                "activity idle)")
+    complete = {**live_facts["capture"], "complete": True, "dropped": 0, "kernel_dropped": 0}
+    assert egress.flows_within_policy(Observation("egress", {**live_facts, "capture": complete}, obs.evidence),
+                                      POLICY).verdict is Verdict.PASS
+    # A capture that was not promiscuous (it saw only what was addressed to it), or that lasted less
+    # than the step's window, decides nothing.
+    for changed, text in (({"promiscuous": False}, "was not confirmed promiscuous"),
+                          ({"promiscuous": None}, "was not confirmed promiscuous"),
+                          ({"duration_ms": 1200}, "lasted 1200 ms, less than the 8000 ms window"),
+                          ({"duration_ms": None}, "lasted None ms"),
+                          ({"packets_in": 0}, "no frame arrived from the board's side during the window")):
+        facts = {**live_facts, "capture": {**complete, **changed}}
+        undecided = egress.flows_within_policy(Observation("egress", facts, obs.evidence), POLICY)
+        assert undecided.verdict is Verdict.ERROR and any(text in r for r in undecided.reasons), undecided.reasons
     failed_workload = {**live_facts, "capture": {**live_facts["capture"], "complete": True,
                                                  "workload": {"command": ["run-job"], "status": "failed: exit status 3",
                                                               "failed": True}}}
@@ -192,13 +229,96 @@ def test_bad_params_and_missing_capture_file_are_probe_errors(tmp_path):
     for bad in ({"window_s": 0}, {"window_s": True}, {"activity": "busy"}, {"sinkhole": "yes"}, {"capture": ""}):
         with pytest.raises(ProbeError):
             egress.collect(None, {**egress.PARAMS, **bad}, EvidenceStore())
+    for window in (float("inf"), float("nan"), -1, netcap.MAX_WINDOW_S + 1, "8"):
+        with pytest.raises(ProbeError, match=r"window_s must be a number of seconds in \(0, 604800\] \(at most 7 days\)"):
+            egress.collect(None, {**egress.PARAMS, "window_s": window}, EvidenceStore())
+    assert egress._params({**egress.PARAMS, "window_s": 4 * 3600})[0] == 14400.0
+    assert egress._params({**egress.PARAMS, "window_s": netcap.MAX_WINDOW_S})[0] == 604800.0
     with pytest.raises(CaptureUnavailable, match="no capture file"):
-        egress.collect(None, {**egress.PARAMS, "capture": str(tmp_path / "none.pcapng")}, EvidenceStore())
+        _judge_file(tmp_path, tmp_path / "none.pcapng")
     (tmp_path / "junk.pcap").write_bytes(b"not a capture at all")
     with pytest.raises(ProbeError, match="not a usable pcap/pcapng"):
-        egress.collect(None, {**egress.PARAMS, "capture": str(tmp_path / "junk.pcap")}, EvidenceStore())
+        _judge_file(tmp_path, tmp_path / "junk.pcap")
     assert set(get_probe("egress").params) == {"window_s", "activity", "sinkhole", "capture"}
     assert "Fails when" in get_probe("egress").doc and "Skips when" in get_probe("egress").doc
+
+
+def test_capture_param_reads_only_a_bounded_regular_file_through_the_net_port(tmp_path):
+    fifo = tmp_path / "tap.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device")):
+        with pytest.raises(CaptureUnavailable, match=f"refused: {kind}, not a regular file"):
+            _judge_file(tmp_path, path)
+    # Judging a recording needs the board's `net` port: that is where recordings are read.
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(f"board:\n  name: bare\n  reference: {REFERENCE}\n"
+                    f"interfaces:\n  pcie: {{sysfs: {tmp_path}}}\n")
+    (tmp_path / "tap.pcapng").write_bytes(pcapng(clean_frames()))
+    with Board.from_file(bare) as board, pytest.raises(ProbeError, match="has no 'net' interface"):
+        egress.collect(board, {**egress.PARAMS, "capture": str(tmp_path / "tap.pcapng")}, EvidenceStore())
+
+
+def test_probe_reads_the_board_only_through_its_interfaces():
+    import ast
+    tree = ast.parse((ROOT / "probes" / "egress.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"subprocess", "tempfile", "os", "pathlib", "socket", "shutil"}, imported
+    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "open" not in calls
+
+
+def test_long_windows_report_progress_at_a_sane_interval():
+    assert egress.progress_interval(8) is None and egress.progress_interval(19.9) is None
+    assert egress.progress_interval(20) == 10.0 and egress.progress_interval(300) == 30.0
+    assert egress.progress_interval(4 * 3600) == 60.0 and egress.progress_interval(netcap.MAX_WINDOW_S) == 60.0
+    line = egress.progress_line("enp5s0", 14400, {"frames": 1234, "dropped": 0, "bytes": 3 << 20,
+                                                  "max_bytes": 512 << 20, "elapsed_ns": 3600 * 10**9})
+    assert line == ("egress: enp5s0: 3600/14400 s (25%, 10800 s left); 1234 frames, 0 lost; "
+                    "capture 3.0 of 512 MiB")
+
+
+def test_soak_plan_is_the_egress_step_with_a_four_hour_window():
+    from harness.plan import load_plan
+    plan = load_plan(ROOT / "test_plans" / "level1-soak.yaml")
+    (req,) = plan.requirements
+    (step,) = req.steps
+    assert (step.probe, step.check, step.reference) == ("egress", "flows_within_policy", "egress.policy")
+    assert step.params == {"window_s": 14400, "activity": "workload", "sinkhole": True}
+    assert egress._params({**egress.PARAMS, **step.params}) == (14400.0, "workload", True, None)
+
+
+_CAPTURE_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 20000), st.floats(allow_nan=True),
+                            st.text(max_size=8), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(["promiscuous", "complete", "duration_ms", "window_ms", "dropped",
+                                                 "interface", "started", "ended", "activity", "packets_in",
+                                                 "forged_in", "workload", "capture_mac"]),
+                               _CAPTURE_VALUES, max_size=6))
+def test_hostile_capture_facts_never_pass_without_a_full_promiscuous_window(tmp_path, changes):
+    if "obs" not in _CLEAN_OBS:
+        _CLEAN_OBS["obs"] = _offline(tmp_path, clean_frames())
+    obs = _CLEAN_OBS["obs"]
+    capture = {"complete": True, "dropped": 0, "kernel_dropped": 0, "not_written": 0, "capture_mac": CAPTURE_MAC_TEXT,
+               "duration_ms": 8000, "window_ms": 8000, "interface": "enp5s0", "activity": "idle",
+               "promiscuous": True, "packets_in": 5, "started": "2026-09-21T10:00:00.000000Z",
+               "ended": "2026-09-21T10:00:08.000000Z", **changes}
+    facts = {**obs.facts, "source": "live", "capture": capture}
+    try:
+        result = egress.flows_within_policy(Observation("egress", facts, obs.evidence), POLICY)
+    except (TypeError, ValueError, AttributeError):
+        return  # a crash is ERROR in the runner; what matters is that it is never a PASS
+    if result.verdict is Verdict.PASS:
+        assert capture["promiscuous"] is True and capture["complete"] is True
+        assert type(capture["duration_ms"]) is int and type(capture["window_ms"]) is int
+        assert capture["duration_ms"] >= capture["window_ms"] >= 0
+        assert not capture.get("forged_in")
+        assert type(capture["packets_in"]) is int and capture["packets_in"] > 0
+
+
+_CLEAN_OBS: dict = {}
 
 
 def test_offline_capture_parameter_through_attestlab_run(tmp_path):
@@ -223,7 +343,8 @@ def test_offline_capture_parameter_through_attestlab_run(tmp_path):
     assert {k: s["verdict"] for k, s in steps.items()} == {"TAP-CLEAN": "PASS", "TAP-BAD": "FAIL", "TAP-LOST": "ERROR"}
     assert run.returncode == 1
     assert any("telemetry.acme.example" in r for r in steps["TAP-BAD"]["reasons"])
-    assert steps["TAP-LOST"]["reasons"] == ["1 frame not decoded", "capture dropped 1 packets"]
+    assert steps["TAP-LOST"]["reasons"][:2] == ["1 frame not decoded", "capture dropped 1 packets"]
+    assert steps["TAP-LOST"]["reasons"][2].startswith(f"undecided on the recording {lost} (sha256 ")
     evidence = {e["name"]: e for e in steps["TAP-CLEAN"]["evidence"]}
     assert evidence["egress/capture.pcapng"]["media_type"] == "application/x-pcapng"
     stored = Path(envelope).parent / "evidence" / evidence["egress/capture.pcapng"]["sha256"]
@@ -281,6 +402,12 @@ def test_late_beacon_stays_silent_while_idle(tmp_path):
     assert result.verdict is Verdict.PASS, result.reasons
     cap = obs.facts["capture"]
     assert cap["complete"] and cap["packets_in"] > 0 and cap["workload"] is None and 2400 <= cap["duration_ms"] < 6000
+    assert cap["promiscuous"] is True
+    # The PASS says the window it rests on: length, start and end, promiscuous, frames, activity.
+    frames = obs.facts["analysis"]["packets"]
+    assert (f"in the {cap['duration_ms'] / 1000:.1f} s window {cap['started']} to {cap['ended']} (promiscuous "
+            f"capture on {cap['interface']}, {frames} frames, {cap['packets_in']} from the board's side, "
+            f"activity idle) is allowed") in result.reasons[0]
     names = [e.name for e in obs.evidence]
     assert names == ["egress/capture.pcapng", "egress/capture-stats.json", "egress/flows.json"]
     stats = json.loads(evidence.get(obs.evidence[1].sha256))
@@ -299,8 +426,9 @@ def test_failing_bench_workload_is_an_error_with_its_output_as_evidence(tmp_path
         obs = egress.collect(board, {**egress.PARAMS, "window_s": 2.5, "activity": "workload"}, evidence)
     result = egress.flows_within_policy(obs, POLICY)
     assert result.verdict is Verdict.ERROR
-    assert result.reasons == ("the workload ['sh', '-c', 'echo job starting; exit 3'] failed: exit status 3: the "
-                              "board was not exercised as the step asks (see egress/workload.log)",)
+    assert result.reasons[0] == ("the workload ['sh', '-c', 'echo job starting; exit 3'] failed: exit status 3: the "
+                                 "board was not exercised as the step asks (see egress/workload.log)")
+    assert len(result.reasons) == 2 and "activity workload)" in result.reasons[1]
     log = next(e for e in obs.evidence if e.name == "egress/workload.log")
     assert evidence.get(log.sha256) == b"job starting\n" and log.media_type.startswith("text/plain")
     # The NTP it sent meanwhile was seen and allowed: only the workload makes it undecided.

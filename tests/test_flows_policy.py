@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from harness.formats.egress_policy import (
-    EgressPolicy, PolicyError, egress_report_json, evaluate, load_policy, load_policy_file,
+    EgressPolicy, PolicyError, egress_report_json, evaluate, judge, load_policy,
 )
+from harness.cli import load_egress_policy
 from harness.formats.flows import analyze, analyze_bytes, flow_analysis_json, iso_ns
 from harness.formats.pcap import Capture, CaptureStats, Packet, PcapngWriter, read_capture
 
@@ -138,10 +139,13 @@ def tls_connection(server: str, sni: str, port: int = 40000, data_segments: int 
     return frames
 
 
-def pcapng(frames, t0: int = T0, step: int = 1_000_000, linktype: int = 1, stats=None) -> bytes:
-    """frames: list of bytes (spaced `step` ns apart) or (ts, bytes)."""
+def pcapng(frames, t0: int = T0, step: int = 1_000_000, linktype: int = 1, stats=None,
+           if_mac: bytes | None = GW_MAC) -> bytes:
+    """frames: list of bytes (spaced `step` ns apart) or (ts, bytes). The capturing host is the
+    gateway side (GW_MAC, written as the interface's if_MACaddr), as on attestlab's own captures."""
     buf = io.BytesIO()
-    w = PcapngWriter(buf, linktype=linktype)
+    w = PcapngWriter(buf, linktype=linktype, if_mac=if_mac if linktype == 1 else None,
+                     if_addresses=[f"{RESOLVER}/24"] if if_mac == GW_MAC and linktype == 1 else ())
     for i, f in enumerate(frames):
         ts, data = f if isinstance(f, tuple) else (t0 + i * step, f)
         w.write_packet(ts, data)
@@ -188,15 +192,20 @@ def test_tcp_flow_counts_both_directions_oriented_from_the_syn_sender():
     assert a.undecoded == 0 and a.anomalies == () and a.packets == len(frames)
 
 
-def test_flow_oriented_by_syn_ack_when_the_syn_was_missed():
+def test_flow_started_by_whoever_sent_first_even_a_syn_ack():
+    """Who sent first on the 5-tuple started the flow: a SYN-ACK or a reply-looking port says
+    nothing (a board can send either unasked)."""
     a = run(tls_connection("203.0.113.5", "x.example")[1:])
-    assert a.flows[0].key == ("tcp", BOARD, "203.0.113.5", 40000, 443)
+    assert a.flows[0].key == ("tcp", "203.0.113.5", BOARD, 443, 40000)
+    assert a.flows[0].initiator_macs == (GW_MAC.hex(":"),)
+    assert a.flows[0].responder_macs == (BOARD_MAC.hex(":"),)
 
 
-def test_mid_stream_flow_oriented_towards_the_well_known_port():
-    a = run([in4("198.51.100.9", 6, tcp(22, 50123, 0x18, b"banner")),
-             out4("198.51.100.9", 6, tcp(50123, 22, 0x10))])
-    assert a.flows[0].key == ("tcp", BOARD, "198.51.100.9", 50123, 22)
+def test_flow_started_by_the_first_sender_whatever_its_ports():
+    a = run([out4("198.51.100.9", 17, udp(123, 40000, b"x" * 48)),
+             in4("198.51.100.9", 17, udp(40000, 123, b"y"))])
+    (f,) = a.flows
+    assert f.key == ("udp", BOARD, "198.51.100.9", 123, 40000) and f.packets == 2
 
 
 def test_classic_pcap_both_byte_orders_give_the_same_flows():
@@ -229,7 +238,8 @@ def test_resolution_after_the_flow_began_does_not_name_it():
 
 
 def test_cname_chain_names_the_address_with_every_alias():
-    frames = [in4(RESOLVER, 17, udp(53, 5555, dns_answer(7, "api.vendor.example", "203.0.113.9",
+    frames = [out4(RESOLVER, 17, udp(5555, 53, dns_query(7, "api.vendor.example"))),
+              in4(RESOLVER, 17, udp(53, 5555, dns_answer(7, "api.vendor.example", "203.0.113.9",
                                                           cname="edge.cdn.example"))),
               out4("203.0.113.9", 6, tcp(40001, 443, 0x02))]
     f = flow(run(frames), "tcp", "203.0.113.9")
@@ -278,8 +288,10 @@ def test_link_local_housekeeping_classified():
         eth(ipv6("::", "ff02::1:ff00:2", 58, icmpv6(135, bytes(4) + socket.inet_pton(
             socket.AF_INET6, ll)), hlim=255), 0x86DD),
         eth(ipv6(ll, "ff02::2", 58, icmpv6(133), hlim=255), 0x86DD),
-        eth(ipv6(ll, "ff02::16", 58, icmpv6(143, bytes(4)), hlim=1), 0x86DD),
-        eth(ipv4(BOARD, "224.0.0.22", 2, struct.pack("!BBH4s", 0x22, 0, 0, bytes(4)), ttl=1)),
+        eth(ipv6(ll, "ff02::16", 58, icmpv6(143, struct.pack("!HH", 0, 1)) + struct.pack(
+            "!BBH", 4, 0, 0) + socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:2"), hlim=1), 0x86DD),
+        eth(ipv4(BOARD, "224.0.0.22", 2, struct.pack("!BBHHH", 0x22, 0, 0, 0, 1) + struct.pack(
+            "!BBH4s", 4, 0, 0, socket.inet_aton("224.0.0.251")), ttl=1)),
         eth(ipv6(ll, "2001:db8::1", 58, icmpv6(135, bytes(20)), hlim=64), 0x86DD),  # not ND: hop limit
     ]
     a = run(frames)
@@ -533,7 +545,8 @@ def test_analyze_on_mutated_valid_frames_never_crashes_and_accounts_every_frame(
 
 def _summary(a):
     return ([(f.key, f.packets, f.first_seen, f.last_seen, f.names, f.dns_queries,
-              f.dns_undecoded, f.housekeeping, f.fragments, f.notes, f.icmp_echo_sizes)
+              f.dns_undecoded, f.housekeeping, f.fragments, f.notes, f.icmp_echo_sizes,
+              f.initiator_concealed, f.responder_concealed)
              for f in a.flows], a.undecoded, len(a.anomalies))
 
 
@@ -542,7 +555,8 @@ def _summary(a):
                           st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=2),
                           st.integers(14, 400)), min_size=1, max_size=24))
 def test_fast_path_agrees_with_full_decode_on_mutated_frames(choices):
-    """A VLAN tag sends every frame down the full decoder; the results must not differ."""
+    """A priority tag (VLAN 0: this LAN) sends every frame down the full decoder; the results,
+    what frames carry beyond their flow included, must not differ."""
     plain, tagged = [], []
     for i, (k, edits, cut) in enumerate(choices):
         d = bytearray(_SEEDS[k])
@@ -550,7 +564,7 @@ def test_fast_path_agrees_with_full_decode_on_mutated_frames(choices):
             d[pos % len(d)] = val
         d = bytes(d[:cut])
         plain.append(Packet(T0 + i, 1, d, len(d)))
-        t = d[:12] + b"\x81\x00\x00\x05" + d[12:]
+        t = d[:12] + b"\x81\x00\xa0\x00" + d[12:]
         tagged.append(Packet(T0 + i, 1, t, len(t)))
     a = analyze(Capture(tuple(plain), (), None, "pcapng"))
     b = analyze(Capture(tuple(tagged), (), None, "pcapng"))
@@ -595,12 +609,33 @@ def test_dns_rule_allows_the_query_and_the_flow_to_the_resolved_address():
     assert j.verdict == "PASS" and j.allowed_flows == 2, j.violations
 
 
-def test_dns_rule_allows_by_sni_and_by_http_host():
+def _resolved(name: str, addr: str) -> list[bytes]:
+    return (_dns_queries([name]) + [in4(RESOLVER, 17, udp(53, 5000, dns_answer(0, name, addr)))])
+
+
+def test_dns_rule_allows_a_connection_to_what_an_allowed_name_resolved_to():
+    _, j = _judge(_resolved("api.lab.example", "203.0.113.5") + tls_connection("203.0.113.5", "api.lab.example"))
+    assert j.verdict == "PASS", j.violations
+    req = b"GET / HTTP/1.1\r\nHost: files.lab.example:8080\r\n\r\n"
+    _, j = _judge(_resolved("files.lab.example", "198.51.100.20") + [out4("198.51.100.20", 6, tcp(40000, 8080, 0x18, req))])
+    assert j.verdict == "PASS", j.violations
+
+
+def test_the_sni_or_host_the_board_sends_does_not_tie_a_destination_to_a_name():
+    # the board picks its SNI: an allowed one sent to any address proves nothing about the address
     _, j = _judge(tls_connection("203.0.113.5", "api.lab.example"))
-    assert j.verdict == "PASS"
+    assert j.verdict == "FAIL"
+    assert j.violations[0].why == "TCP to 203.0.113.5:443 (SNI api.lab.example) matches no allow rule"
     req = b"GET / HTTP/1.1\r\nHost: files.lab.example:8080\r\n\r\n"
     _, j = _judge([out4("198.51.100.20", 6, tcp(40000, 8080, 0x18, req))])
-    assert j.verdict == "PASS"
+    assert j.verdict == "FAIL"
+
+
+def test_an_sni_nobody_allowed_behind_an_allowed_name_is_a_violation():
+    # domain fronting: resolve an allowed name, then ask the same address for another host
+    _, j = _judge(_resolved("api.lab.example", "203.0.113.5") + tls_connection("203.0.113.5", "c2.evil.example"))
+    assert j.verdict == "FAIL"
+    assert "SNI c2.evil.example" in j.violations[0].why
 
 
 def test_ip_rule_with_port_list_and_range():
@@ -731,16 +766,17 @@ def test_dns_tunnel_suspect_is_a_violation_even_under_an_allowed_name():
 
 def test_garbage_on_port_53_is_not_allowed_by_dns_names():
     _, j = _judge([out4(RESOLVER, 17, udp(5000, 53, b"\x01\x02\x03 exfil"))])
-    assert j.violations[0].why == (f"UDP to {RESOLVER}:53 carried 1 payload(s) that are not DNS "
-                                   f"and matches no allow rule")
+    assert j.violations[0].why.startswith(f"UDP to {RESOLVER}:53 carried 1 payload(s) that are not DNS "
+                                          f"as a client sends it (payload on a DNS port is not DNS: ")
+    assert j.violations[0].why.endswith(" and matches no allow rule")
 
 
 def test_board_filter_judges_only_flows_the_board_starts():
     frames = [eth(ipv4("10.0.0.99", "198.51.100.1", 17, udp(1, 2, b"x")), src=GW_MAC),
               out4("198.51.100.1", 17, udp(3, 4, b"y"))]
-    _, j = _judge(frames, {**POLICY, "board": [BOARD]})
+    _, j = _judge(frames, {**POLICY, "board": [BOARD]}, if_mac=None)
     assert [v.src for v in j.violations] == [BOARD] and j.not_judged_flows == 1
-    _, j = _judge(frames, {**POLICY, "board": ["02:00:00:00:00:02"]})
+    _, j = _judge(frames, {**POLICY, "board": ["02:00:00:00:00:02"]}, if_mac=None)
     assert [v.src for v in j.violations] == [BOARD]
 
 
@@ -748,26 +784,29 @@ def test_egress_report_json_shape():
     frames = _dns_queries(["telemetry.vendor.example"]) + [b"\x00" * 10]
     a, j = _judge(frames)
     doc = egress_report_json(a, j)
-    assert set(doc) == {"packets", "flows", "violations", "anomalies"}
+    assert set(doc) == {"packets", "flows", "flow_count", "violations", "violation_count", "anomalies",
+                        "identity", "board_addresses"}
     assert doc["packets"] == 2 and len(doc["flows"]) == 1
     assert doc["violations"][0]["why"] == "DNS query for telemetry.vendor.example (not in allowed names)"
     assert doc["anomalies"] == ["frame 2: Ethernet header truncated at offset 0"]
     json.dumps(doc)
 
 
-def test_load_policy_file_reads_yaml_and_reports_bad_files(tmp_path):
+def test_policy_files_are_read_above_formats_and_bad_files_named(tmp_path):
     p = tmp_path / "egress.yaml"
     p.write_text("allow:\n  - {proto: udp, dst: 192.0.2.10/32, dport: 123}\n"
                  "  - {dns: \"*.lab.example\"}\nlink_local_housekeeping: true\n")
-    pol = load_policy_file(p)
-    assert isinstance(pol, EgressPolicy) and len(pol.rules) == 2
+    pol, kind = load_egress_policy(str(p))
+    assert isinstance(pol, EgressPolicy) and len(pol.rules) == 2 and kind == "policy file"
     assert pol.allows_name("a.LAB.example.") and not pol.allows_name("lab.example")
     p.write_text("allow: [\n")
-    with pytest.raises(PolicyError, match="not valid YAML"):
-        load_policy_file(p)
+    with pytest.raises(PolicyError, match="egress.yaml"):
+        load_egress_policy(str(p))
     p.write_text("allow:\n  - {dns: '*'}\n")
     with pytest.raises(PolicyError, match=r"egress.yaml: allow rule 1"):
-        load_policy_file(p)
+        load_egress_policy(str(p))
+    import harness.formats.egress_policy as formats_module
+    assert not hasattr(formats_module, "load_policy_file")
 
 
 def test_dns_tunnel_suspect_is_reported_when_the_board_is_named_by_its_mac_only():
@@ -778,3 +817,44 @@ def test_dns_tunnel_suspect_is_reported_when_the_board_is_named_by_its_mac_only(
     tunnel = [v for v in j.violations if v.why.startswith("DNS tunnel suspected under lab.example")]
     assert len(tunnel) == 1 and tunnel[0].packets == 35
     assert j.verdict == "FAIL"
+
+
+@pytest.mark.parametrize("rules,text", [
+    ([{"dst": "0.0.0.0/1"}, {"dst": "128.0.0.0/1"}],
+     "allow rules 1 {dst: 0.0.0.0/1} and 2 {dst: 128.0.0.0/1} together allow every IPv4 address"),
+    ([{"proto": "tcp", "dst": "0.0.0.0/1", "dport": 443}, {"proto": "tcp", "dst": "128.0.0.0/1", "dport": 443}],
+     "every IPv4 address for tcp port 443"),
+    ([{"proto": "udp", "dst": "::/1"}, {"proto": "udp", "dst": "8000::/1"}], "every IPv6 address for udp port 0"),
+    ([{"dst": "0.0.0.0/1"}, {"proto": "tcp", "dst": "128.0.0.0/1"}], "every IPv4 address for tcp port 0"),
+    ([{"proto": "tcp", "dst": "0.0.0.0/1", "dport": "1-100"},
+      {"proto": "tcp", "dst": "128.0.0.0/1", "dport": "50-200"}], "for tcp port 50"),
+    ([{"proto": "udp", "dport": 123}], "allow rule 1 {proto: udp, dport: 123} allows every IPv4 address for udp port 123"),
+    ([{"icmp": True}], "allow rule 1 {icmp: True} allows every IPv4 address for icmp"),
+    ([{"dst": ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/2"], "proto": 47}],
+     "every IPv4 address for gre"),
+])
+def test_rules_that_together_allow_everything_are_refused(rules, text):
+    with pytest.raises(PolicyError) as ei:
+        load_policy({"allow": [*rules, {"dns": "*.lab.example"}]})
+    assert text in str(ei.value) and "allowing everything is not possible" in str(ei.value)
+
+
+@pytest.mark.parametrize("rules", [
+    [{"proto": "tcp", "dst": "0.0.0.0/1"}, {"proto": "udp", "dst": "128.0.0.0/1"}],
+    [{"proto": "tcp", "dst": "0.0.0.0/1", "dport": 443}, {"proto": "tcp", "dst": "128.0.0.0/1", "dport": 80}],
+    [{"dst": "0.0.0.0/1"}, {"dst": "128.0.0.0/2"}],
+    [{"proto": "udp", "dst": "192.0.2.123/32", "dport": 123}, {"proto": "arp"}, {"ethertype": 0x88CC}],
+])
+def test_rules_that_leave_addresses_out_load(rules):
+    assert len(load_policy({"allow": rules}).rules) == len(rules)
+
+
+@pytest.mark.parametrize("pattern", ["*.com", "[a-z]*", "*com*", "ntp?", "*.*.example", "*.ex?mple", "x.*"])
+def test_dns_patterns_too_wide_to_name_a_domain_are_refused(pattern):
+    with pytest.raises(PolicyError, match="too wide|matches every name"):
+        load_policy({"allow": [{"dns": pattern}]})
+
+
+@pytest.mark.parametrize("pattern", ["*.lab.example", "ntp.example.org", "host?.lab.example", "localhost"])
+def test_dns_patterns_naming_a_domain_load(pattern):
+    assert load_policy({"allow": [{"dns": pattern}]}).rules[0].dns == (pattern,)

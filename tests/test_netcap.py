@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness.formats.pcap import PcapngWriter, read_capture
-from harness.interfaces import netcap
+from harness.interfaces import netcap, netns, pktring
 from harness.interfaces.netcap import CapturePoint, CaptureUnavailable, offline_capture, sweep_stale
 from harness.interfaces.sinkhole import dns_response
 from harness.verdict import ProbeError
@@ -403,6 +403,140 @@ def test_board_vanishing_mid_window_fails_closed(sim):
     _assert_gone(runid)
 
 
+def _promiscuity(interface: str, namespace: str | None = None) -> int:
+    ns = ["-n", namespace] if namespace else []
+    out = subprocess.run(["ip", *ns, "-d", "-j", "link", "show", "dev", interface], capture_output=True, text=True)
+    return json.loads(out.stdout)[0]["promiscuity"]
+
+
+@root
+def test_capture_interface_is_promiscuous_during_the_window_and_not_after(sim):
+    # Behind a mirror port or tap the board's frames are addressed to other hosts; a NIC that is
+    # not promiscuous drops them in hardware, and the capture would see only broadcasts.
+    board = sim(behaviour="quiet", ipv6=False)
+    runid = _runid("promisc")
+    with CapturePoint(board.interface, board.address, runid) as cp:
+        during = _promiscuity(board.interface, cp.namespace)
+        cp.run_for(0.2)
+        res = cp.stop()
+    assert during >= 1 and res.promiscuous
+    assert _promiscuity(board.interface) == 0  # the membership ended with the socket
+    _assert_gone(runid, board.interface)
+
+
+@root
+def test_frames_to_another_hosts_unicast_mac_are_captured(sim):
+    # What a mirror port delivers: the board talking to some other host's MAC. (A veth does no
+    # MAC filtering, so on a veth this holds with or without promiscuous mode; the test above
+    # shows the mode is asked for and confirmed, which a real NIC needs.)
+    board = sim(behaviour="quiet", ipv6=False)
+    other = bytes.fromhex("02aabbccddee")
+    payload = b"attestlab-unicast-elsewhere"
+
+    def send_elsewhere() -> None:  # inside the board's namespace
+        import socket
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("eth0", 0))
+            for _ in range(3):
+                s.send(other + BOARD_MAC_BYTES + b"\x88\xb5" + payload)
+
+    runid = _runid("unicast")
+    with CapturePoint(board.interface, board.address, runid) as cp:
+        cp.run_for(0.3)
+        netcap.run_in_netns(board.namespace, send_elsewhere)
+        cp.run_for(0.3)
+        res = cp.stop()
+    seen = [p.data for p in read_capture(res.pcapng).packets if p.data[:6] == other]
+    assert len(seen) == 3 and all(payload in d for d in seen)
+    assert res.capture_mac != "02:aa:bb:cc:dd:ee"
+
+
+def _send_jumbo(payload: bytes) -> None:  # inside the board's namespace: MTU 9000, one long frame
+    import socket
+    subprocess.run(["ip", "link", "set", "dev", "eth0", "mtu", "9000"], check=True)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind(("eth0", 0))
+        try:
+            s.send(b"\xff" * 6 + BOARD_MAC_BYTES + b"\x88\xb5" + payload)
+        except OSError:  # ENOBUFS: the veth peer dropped it (and counted it): what is tested
+            pass
+
+
+def _window_with_a_jumbo_frame(board, tag: str, payload: bytes):
+    with CapturePoint(board.interface, board.address, _runid(tag)) as cp:
+        cp.run_for(0.3)
+        netcap.run_in_netns(board.namespace, _send_jumbo, payload)
+        cp.run_for(0.3)
+        return cp.stop()
+
+
+def _mtu(interface: str) -> int:
+    out = subprocess.run(["ip", "-j", "link", "show", "dev", interface], capture_output=True, text=True)
+    return json.loads(out.stdout)[0]["mtu"]
+
+
+@root
+def test_frames_longer_than_the_usual_mtu_are_captured_and_the_mtu_restored(sim):
+    # A NIC drops a frame longer than its MTU before any socket sees it: the capture takes the
+    # largest MTU the driver allows for the window, and gives the old one back.
+    board = sim(behaviour="quiet", ipv6=False)
+    before = _mtu(board.interface)
+    payload = b"jumbo-exfil " * 500
+    res = _window_with_a_jumbo_frame(board, "jumbo", payload)
+    assert [p.data[14:] for p in read_capture(res.pcapng).packets if p.data[12:14] == b"\x88\xb5"] == [payload]
+    assert res.interface_dropped == 0 and res.complete
+    assert _mtu(board.interface) == before
+
+
+@root
+def test_frames_the_interface_drops_make_the_capture_incomplete(sim, monkeypatch):
+    # Without the larger MTU (a driver that cannot take one), the long frame never reaches the
+    # capture socket; the interface's receive counters show it, and the capture is not complete.
+    board = sim(behaviour="quiet", ipv6=False)
+    monkeypatch.setattr(netcap, "max_mtu", lambda *_a: None)
+    res = _window_with_a_jumbo_frame(board, "ifdrop", b"x" * 6000)
+    assert not any(p.data[12:14] == b"\x88\xb5" for p in read_capture(res.pcapng).packets)
+    assert res.interface_dropped >= 1 and res.dropped >= 1 and not res.complete
+    assert read_capture(res.pcapng).stats.dropped == res.dropped
+
+
+@root
+def test_unreadable_receive_counters_make_the_capture_incomplete(sim, monkeypatch):
+    board = sim(behaviour="quiet", ipv6=False)
+    monkeypatch.setattr(netcap, "receive_losses", lambda *_a: None)
+    runid = _runid("nocounters")
+    with CapturePoint(board.interface, board.address, runid) as cp:
+        cp.run_for(0.2)
+        res = cp.stop()
+    assert res.interface_dropped == -1 and not res.complete
+
+
+@root
+def test_progress_of_an_open_window_counts_frames_losses_and_bytes(sim):
+    board = sim(behaviour="clean-ntp", ipv6=False)
+    runid = _runid("progress")
+    with CapturePoint(board.interface, board.address, runid, sinkhole=True) as cp:
+        cp.run_for(2.5)
+        progress = cp.progress()
+        res = cp.stop()
+    assert progress["frames"] > 0 and progress["dropped"] == 0 and progress["max_bytes"] == cp.max_bytes
+    assert 0 < progress["bytes"] <= len(res.pcapng) and 2.5e9 <= progress["elapsed_ns"] < 10e9
+    assert progress["frames"] <= res.packets
+
+
+@root
+def test_capture_without_confirmed_promiscuous_mode_is_unavailable(sim, monkeypatch):
+    # The socket joins a membership that does not make the interface promiscuous (all-multicast):
+    # the harness must notice from the kernel's count and refuse, not capture half-blind.
+    board = sim(behaviour="quiet", ipv6=False)
+    monkeypatch.setattr(pktring, "PACKET_MR_PROMISC", 2)  # PACKET_MR_ALLMULTI
+    runid = _runid("nopromisc")
+    with pytest.raises(CaptureUnavailable, match="not promiscuous"):
+        with CapturePoint(board.interface, board.address, runid):
+            pass
+    _assert_gone(runid, board.interface)
+
+
 @root
 def test_missing_interface_is_a_clear_error():
     runid = _runid("missing")
@@ -413,7 +547,7 @@ def test_missing_interface_is_a_clear_error():
 
 
 def test_without_privileges_capture_is_unavailable_with_reason(monkeypatch):
-    monkeypatch.setattr(netcap, "_effective_caps", lambda: 0)
+    monkeypatch.setattr(netns, "_effective_caps", lambda: 0)
     with pytest.raises(CaptureUnavailable) as info:
         with CapturePoint("eth9", "192.0.2.1/24", _runid("noroot")):
             pass
@@ -460,6 +594,22 @@ def test_offline_capture_reads_a_tap_recording(tmp_path):
         offline_capture(empty)
     with pytest.raises(CaptureUnavailable, match="no capture file"):
         offline_capture(tmp_path / "missing.pcapng")
+
+
+def test_offline_capture_refuses_what_is_not_a_bounded_regular_file(tmp_path):
+    # A FIFO with no writer would block a plain open; /dev/zero never ends; a symlink must not
+    # smuggle either in; a recording over the cap is refused, not read into memory.
+    fifo = tmp_path / "tap.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.pcapng").symlink_to("/dev/zero")
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device"),
+                       (tmp_path / "zero.pcapng", "a character device"), (tmp_path, "a directory")):
+        with pytest.raises(CaptureUnavailable, match=f"refused: {kind}, not a regular file"):
+            offline_capture(path)
+    big = tmp_path / "big.pcapng"
+    big.write_bytes(b"\0" * 4097)
+    with pytest.raises(CaptureUnavailable, match="refused: 4097 bytes, more than the 4096 allowed"):
+        offline_capture(big, max_bytes=4096)
 
 
 # -- sinkhole answers and the simulator's packets (pure) ----------------------------------------

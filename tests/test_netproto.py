@@ -500,3 +500,75 @@ def test_tls_decoder_on_mutated_client_hello_raises_only_decode_error(edits, cut
     for pos, val in edits:
         data[pos % len(data)] = val
     _only_decode_error(npr.decode_tls_client_hello, bytes(data[:cut]))
+
+
+# --------------------------------------------------------------------------------------------
+# What the egress judgement needs beyond addresses: options, routes, EDNS, bytes after records
+
+
+def test_ipv4_bytes_after_the_end_of_options_marker_are_kept_when_not_zero():
+    ip = npr.decode_ipv4(ipv4("10.0.0.2", "224.0.0.22", 2, bytes(8), options=b"\x94\x04\x00\x00\x00abc"))
+    assert ip.options == ((0x94, b"\x00\x00"), (0, b"abc"))
+    clean = npr.decode_ipv4(ipv4("10.0.0.2", "224.0.0.22", 2, bytes(8), options=b"\x94\x04\x00\x00\x00\x00\x00\x00"))
+    assert clean.options == ((0x94, b"\x00\x00"),)
+
+
+def test_ipv4_source_route_names_the_hops_still_ahead():
+    lsrr = bytes([131, 11, 4]) + socket.inet_aton("198.51.100.1") + socket.inet_aton("203.0.113.5") + b"\0"
+    ip = npr.decode_ipv4(ipv4("10.0.0.2", "192.0.2.10", 17, udp(1, 2, b""), options=lsrr))
+    assert ip.source_route == ("198.51.100.1", "203.0.113.5")
+    assert npr.decode_ipv4(ipv4("10.0.0.2", "192.0.2.10", 17, b"")).source_route == ()
+
+
+def test_ipv6_options_of_hop_by_hop_and_destination_headers_are_decoded():
+    hop = bytes([60, 0, 5, 2, 0, 0, 1, 0])                  # router alert, PadN of 0
+    dst_opts = bytes([17, 0, 0x3E, 4]) + b"data"            # an experimental option
+    ip = npr.decode_ipv6(ipv6("fe80::1", "ff02::16", 0, hop + dst_opts + udp(5, 6, b"")))
+    assert ip.ext_options == ((5, b"\0\0"), (1, b""), (0x3E, b"data"))
+    with pytest.raises(DecodeError, match="IPv6 option 62 runs past its header at offset 42"):
+        npr.decode_ipv6(ipv6("fe80::1", "ff02::16", 0, bytes([17, 0, 0x3E, 9]) + bytes(4) + udp(5, 6, b"")))
+
+
+def test_ipv6_routing_header_names_the_segments_left():
+    srh = bytes([17, 4, 4, 2, 1, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "2001:db8::9") \
+        + socket.inet_pton(socket.AF_INET6, "2001:db8::5")
+    ip = npr.decode_ipv6(ipv6("2001:db8::2", "2001:db8::5", 43, srh + udp(1, 2, b"")))
+    assert ip.source_route == ("2001:db8::9", "2001:db8::5") and ip.next_header == 17
+    done = bytes([17, 2, 4, 0, 0, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "2001:db8::5")
+    assert npr.decode_ipv6(ipv6("2001:db8::2", "2001:db8::5", 43, done + udp(1, 2, b""))).source_route == ()
+
+
+def test_arp_reports_its_address_lengths():
+    arp = npr.decode_arp(struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + BOARD_MAC + bytes(4) + bytes(6) + bytes(4))
+    assert (arp.hlen, arp.plen, arp.end) == (6, 4, 28)
+
+
+def test_dns_edns_options_and_bytes_after_the_last_record():
+    opt = b"\0" + struct.pack("!HHIH", 41, 1232, 0, 12) + struct.pack("!HH", 10, 8) + bytes(range(8))
+    msg = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 1) + dns_name("x.example") + b"\0\x01\0\x01" + opt
+    m = npr.decode_dns(msg)
+    assert m.edns == ((10, bytes(range(8))),) and m.trailing == 0
+    assert npr.decode_dns(msg + b"more").trailing == 4
+    with pytest.raises(DecodeError, match="EDNS option 10 runs past its record"):
+        npr.decode_dns(msg[:-12] + struct.pack("!HH", 10, 40) + bytes(8))
+
+
+_EXT_SEEDS = [
+    ipv6("fe80::1", "ff02::16", 0, bytes([60, 0, 5, 2, 0, 0, 1, 0]) + bytes([17, 0, 1, 4]) + b"data" + udp(5, 6, b"x")),
+    ipv6("2001:db8::2", "2001:db8::5", 43, bytes([17, 2, 4, 1, 0, 0, 0, 0])
+         + socket.inet_pton(socket.AF_INET6, "2001:db8::9") + udp(1, 2, b"")),
+    ipv4("10.0.0.2", "192.0.2.10", 17, udp(1, 2, b""), options=bytes([131, 7, 4]) + bytes(4) + b"\0"),
+    struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 1) + dns_name("x.example") + b"\0\x01\0\x01"
+    + b"\0" + struct.pack("!HHIH", 41, 1232, 0, 12) + struct.pack("!HH", 10, 8) + bytes(8),
+]
+
+
+@FUZZ
+@given(st.sampled_from(_EXT_SEEDS), st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=4),
+       st.integers(0, 130))
+def test_options_routes_and_edns_on_mutated_input_raise_only_decode_error(seed, edits, cut):
+    data = bytearray(seed)
+    for pos, val in edits:
+        data[pos % len(data)] = val
+    for fn in (npr.decode_ipv4, npr.decode_ipv6, npr.decode_dns):
+        _only_decode_error(fn, bytes(data[:cut]))

@@ -1,25 +1,56 @@
 """Flow analysis of a capture: who the board talked to, under which names, how often.
 
 `analyze(capture)` decodes every frame (see `harness.formats.netproto`) and groups them into
-flows keyed by (proto, src, dst, sport, dport). Flows are bidirectional and oriented from the
-initiator: the sender of the first packet seen, corrected by a TCP SYN/SYN-ACK, or, when the
-first packet is from a port below 1024 to an ephemeral one (32768 and up), taken as the
-server's reply to a conversation that began before the capture. ICMP flows use type and code
-as ports and fold echo replies into the request's flow; non-IP frames become flows with proto
-"ether" (dport = EtherType) or "llc". `analyze_bytes(data)` gives the same result in one
-streaming pass over the file bytes, without building Packet objects.
+flows keyed by (proto, src, dst, sport, dport). Flows are bidirectional and started by whoever
+sent the first frame on the 5-tuple -- never what the ports, a SYN-ACK or a reply-looking
+message suggest: a board can send any of those unasked. Each flow keeps the link-layer sources
+of the frames sent each way (`initiator_macs`, `responder_macs`), from which the judgement
+decides whose frames they were. ICMP flows use type and code as ports; an echo reply joins the
+flow of a request the other side sent first, and a reply that answers no request is a flow of
+its own; so is each sender's ARP (an answer never joins the asker's flow). Non-IP frames become
+flows with proto "ether" (dport = EtherType) or "llc". `analyze_bytes(data)` gives the same result
+in one streaming pass over the file bytes, without building Packet objects.
+
+What a frame carries that its flow's key does not show is kept per direction
+(`initiator_concealed`, `responder_concealed`, with counts): a VLAN tag other than priority tag 0,
+a source route (IPv4 option 131/137, an IPv6 routing header with segments left), bytes after the IP
+datagram other than zero padding of a frame of at most 64 bytes (judged by the frame's length on
+the wire when the recording cut it short), non-zero bytes inside the IP packet after the UDP
+datagram, a packet addressed to one host in a frame to a broadcast or multicast MAC, frames of
+one direction from or to more than _MAX_NEXT_HOPS different MACs.
 
 For each flow it records first/last seen (ns), packets and bytes (both directions, frame
-lengths as on the wire) and the names that tie the destination to a name: DNS names that resolved
-to the destination before the flow began, the TLS ClientHello SNI, the HTTP Host. DNS flows
-(ports 53, 5353, 5355) list the names they asked about; a payload on a DNS port that is not DNS
-is counted (`dns_undecoded`) so a policy cannot be satisfied by garbage on port 53. ICMP echo
-payload sizes are kept. Link-local housekeeping (ARP, IPv6 neighbour discovery and DAD with hop
-limit 255, MLD and IGMP with hop limit 1) is classified so a policy can allow it by default.
+lengths as on the wire) and the names that tie the destination to a name: the DNS names whose
+answers gave the destination before the flow began (the 8 most recent, the rest counted: a board
+that resolves thousands of names to one address costs linear time, not names x flows), the TLS
+ClientHello SNI, the HTTP Host. Only an answer from the other side of a DNS flow names an
+address: what the asking side sends itself names nothing. DNS flows (ports 53, 5353, 5355) list
+the names they asked about (64 per flow, the rest counted); a payload on a DNS port that is not
+DNS is counted (`dns_undecoded`) so a policy cannot be satisfied by garbage on port 53. ICMP echo
+payload sizes are kept. The addresses senders claim on the link (ARP, duplicate-address
+detection, neighbour advertisements) are kept as `claims`. Link-local housekeeping is exactly
+what a host may send unasked: ARP requests and replies from the frame's own sender with nothing
+but zero padding; router solicitations to ff02::2; neighbour solicitations for a link-local or
+same-/64 target to its solicited-node group or the target itself (DAD from :: without a
+link-layer option); neighbour advertisements; MLD and IGMP reports to the groups RFC 3810/2236/
+3376 define; hop limit 255 for ND and 1 for MLD/IGMP; only the options each message defines, of
+the right length, a link-layer address option giving the frame's own source MAC, a neighbour
+advertisement about the sender's own address, group records without source lists, no extension
+header (ND) or only a hop-by-hop Router Alert (MLD), no IPv4 option but Router Alert (IGMP), ARP
+whose target hardware address is zero, broadcast or the frame's destination, and no bytes after
+the message; and at most _MAX_SUBJECTS distinct neighbours and groups named by one sender. Router
+advertisements, redirects and queries are a router's. Anything else is an ordinary flow. What the
+asking side of a DNS flow sends is DNS only: every name in it (any section, name-valued data) is
+a name it asked about, and a query with records besides its questions and one OPT (an mDNS query:
+known answers and probes allowed), EDNS options no client sends or bytes after its last record
+counts in `dns_undecoded`.
 
 Heuristics reported, not judged here: periodicity (a flow or destination contacted at a regular
 interval, with period and jitter, once there are three contacts; a contact starts after a quiet
 gap) and DNS tunnelling (long labels, high-entropy labels, many unique subdomains of one parent).
+
+Bounded: the lists of DNS queries and resolutions hold the first 200 (with exact counts), and a
+record or JSON document lists at most MAX_RECORDED_FLOWS flows with `flow_count` for all of them.
 
 Fail closed: a frame that cannot be decoded is counted in `undecoded` and named in `anomalies`
 ("frame 17: IPv4 header truncated at offset 14"), never silently dropped. Anomaly text is capped
@@ -35,6 +66,7 @@ agree on what is and is not decodable.
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import math
 import operator
 import statistics
@@ -49,7 +81,8 @@ from harness.formats.pcap import Capture, CaptureScan, CaptureStats, gc_paused
 __all__ = [
     "Flow", "Periodicity", "DnsQuery", "Resolution", "PeriodicContact", "TunnelSuspect",
     "FlowAnalysis", "analyze", "analyze_bytes", "flow_analysis_json", "flow_json", "iso_ns",
-    "DNS_PORTS", "flow_analysis_record", "flow_analysis_from_record",
+    "DNS_PORTS", "flow_analysis_record", "flow_analysis_from_record", "flow_count",
+    "MAX_RECORDED_FLOWS",
 ]
 
 DNS_PORTS = frozenset((53, 5353, 5355))
@@ -59,6 +92,16 @@ _MAX_CONTACTS = 100_000
 _MAX_TCP_INSPECT = 64 * 1024
 _MAX_TCP_INSPECT_SEGMENTS = 16
 _MAX_NOTES = 20
+_MAX_FLOW_MACS = 8           # link-layer sources kept per direction of a flow
+_MAX_NAMES_PER_ADDRESS = 8   # names kept per resolved address, most recent first
+_MAX_FLOW_QUERIES = 64       # names kept per DNS flow; more are counted
+_MAX_LISTED = 200            # DNS queries and resolutions listed; more are counted
+_MAX_CLAIMS = 256            # (MAC, address) claims kept
+_MAX_RAW_KEYS = 100_000      # fast-path keys per table; frames beyond take the full decoder
+_MAX_NEXT_HOPS = 2           # unicast destination MACs one direction of a flow plausibly uses
+_MAX_DISTINCT_NAMES = 100_000
+MAX_RECORDED_FLOWS = 300     # flows a record or JSON document lists; the rest are counted
+RECORD_FORMAT = "attestlab-flow-analysis/3"
 
 
 def iso_ns(ns: int) -> str:
@@ -102,6 +145,17 @@ class Flow:
     src_mac: str | None               # link-layer source of the initiator's first frame
     fragments: int                    # IP fragments counted in this flow
     notes: tuple[str, ...]
+    # Link-layer sources of the frames sent in each direction: the initiator's (its first frame
+    # began the flow) and the responder's. Who owns a frame is decided from these, not from ports.
+    initiator_macs: tuple[str, ...] = ()
+    responder_macs: tuple[str, ...] = ()
+    resolved_unlisted: int = 0        # names resolved to dst before the flow beyond resolved_names
+    dns_queries_unlisted: int = 0     # names asked in this flow beyond dns_queries
+    # What frames sent each way carried that the flow's key does not show, each with its count
+    # ("3 frames carried 1200 bytes after their IP datagram"): a VLAN tag, a source route, bytes
+    # after the datagram. The judgement holds them against whoever sent them.
+    initiator_concealed: tuple[str, ...] = ()
+    responder_concealed: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str, int | None, int | None]:
@@ -165,6 +219,16 @@ class FlowAnalysis:
     # The capturing interface's own MAC(s), from the pcapng's if_MACaddr: frames from them were
     # sent by the capturing host (ARP replies, sinkhole answers), not by the board.
     capture_macs: tuple[str, ...] = ()
+    # Counts that stay exact when the lists above are capped (a flood, or a record's flow cap).
+    flow_count: int = 0                  # flows in the capture (len(flows) unless a record capped them)
+    dns_query_count: int = 0             # DNS questions asked (dns_queries lists the first ones)
+    dns_name_count: int = 0              # distinct names asked
+    resolution_count: int = 0            # (address, name) answers seen (resolutions lists the first)
+    # (MAC, address) pairs a sender claimed on the link: ARP sender (or an ARP probe's target),
+    # the target of duplicate-address detection or of a neighbour advertisement.
+    claims: tuple[tuple[str, str], ...] = ()
+    # The capturing interface's own addresses (pcapng if_IPv4addr/if_IPv6addr): never the board's.
+    capture_addresses: tuple[str, ...] = ()
 
 
 class _St:
@@ -172,10 +236,12 @@ class _St:
 
     __slots__ = ("fast", "packets", "bytes", "first", "last", "contacts",
                  "proto", "src", "dst", "sport", "dport", "hk", "mac", "sni", "hosts",
-                 "queries", "dns_bad", "echo", "echo_n", "notes", "frags", "app_done", "tcp_buf",
-                 "tcp_next", "tcp_segs")
+                 "queries", "queries_more", "dns_bad", "echo", "echo_n", "notes", "frags",
+                 "app_done", "tcp_buf", "tcp_next", "tcp_segs", "omacs", "rmacs", "rnames",
+                 "rmore", "conceal", "hops")
 
-    def __init__(self, key: tuple, ts: int, hk: str | None, mac: str | None) -> None:
+    def __init__(self, key: tuple, ts: int, hk: str | None, mac: str | None,
+                 rnames: tuple[str, ...] = (), rmore: int = 0) -> None:
         self.fast = False
         self.packets = 0
         self.bytes = 0
@@ -188,6 +254,11 @@ class _St:
         self.sni: list[str] = []
         self.hosts: list[str] = []
         self.queries: dict[str, None] = {}
+        self.queries_more = 0
+        self.omacs: list[str] = [mac] if mac is not None else []
+        self.rmacs: list[str] = []
+        self.rnames = rnames
+        self.rmore = rmore
         self.dns_bad = 0
         self.echo: list[int] = []
         self.echo_n = 0
@@ -197,18 +268,242 @@ class _St:
         self.tcp_buf: bytearray | None = None
         self.tcp_next: int | None = None
         self.tcp_segs = 0
+        # (initiator's direction?, what) -> [frames, bytes]
+        self.conceal: dict[tuple[bool, str], list[int]] | None = None
+        self.hops: dict[bool, list[bytes]] | None = None   # direction -> unicast destination MACs
+
+    def concealed(self, forward: bool, what: str, nbytes: int) -> None:
+        if self.conceal is None:
+            self.conceal = {}
+        c = self.conceal.setdefault((forward, what), [0, 0])
+        c[0] += 1
+        c[1] += nbytes
+
+    def next_hop(self, forward: bool, dst_mac: bytes) -> bool:
+        """Note a unicast destination MAC; False when it is one more than a flow's next hop
+        explains (a destination MAC is the sender's to choose: 6 bytes a frame)."""
+        if self.hops is None:
+            self.hops = {}
+        seen = self.hops.setdefault(forward, [])
+        if dst_mac in seen:
+            return True
+        if len(seen) < _MAX_NEXT_HOPS:
+            seen.append(dst_mac)
+            return True
+        return False
+
+    def concealed_texts(self, forward: bool) -> tuple[str, ...]:
+        out = []
+        for (fwd, what), (frames, nbytes) in (self.conceal or {}).items():
+            if fwd == forward:
+                out.append(f"{frames} frame{'s' if frames != 1 else ''} {what.format(n=nbytes)}")
+        return tuple(out)
 
     def note(self, text: str) -> None:
         if len(self.notes) < _MAX_NOTES and text not in self.notes:
             self.notes.append(text)
 
+    def sender(self, mac: str | None, forward: bool) -> None:
+        """Remember the link-layer source of a frame sent in one direction."""
+        macs = self.omacs if forward else self.rmacs
+        if mac is not None and mac not in macs and len(macs) < _MAX_FLOW_MACS:
+            macs.append(mac)
 
-def _server_side(sport: int, dport: int) -> bool:
-    """The sender looks like the server: a well-known port talking to an ephemeral one.
+    def query(self, name: str) -> None:
+        if name in self.queries:
+            return
+        if len(self.queries) < _MAX_FLOW_QUERIES:
+            self.queries[name] = None
+        else:
+            self.queries_more += 1
 
-    Used only when the first packet seen is not a SYN (the capture began mid-conversation).
-    """
-    return sport < 1024 and dport >= 32768
+
+# ---------------------------------------------------------------------------------------------
+# Link-local housekeeping: exactly what a host may send unasked (RFC 826, 4861, 4862, 3810,
+# 2236, 3376), to the addresses and with the options those define. Anything else is a flow.
+
+_ND_SLLA, _ND_TLLA, _ND_NONCE = 1, 2, 14
+_ALL_NODES, _ALL_ROUTERS, _ALL_MLDV2_ROUTERS = "ff02::1", "ff02::2", "ff02::16"
+
+
+_ZERO_MAC, _BROADCAST_MAC = "00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"
+# What a frame may carry that its flow's key does not show ({n}: bytes, {hops}: addresses).
+_AFTER_DATAGRAM = "carried {n} bytes after the IP datagram (hidden in the Ethernet trailer)"
+_AFTER_UDP = "carried {n} bytes after the UDP datagram, inside the IP packet"
+_ROUTED = "source-routed on to {hops} (the header's destination is only the next hop)"
+_MORE_HOPS = (f"went to more than {_MAX_NEXT_HOPS} different link-layer destinations (a "
+              f"destination MAC is the sender's to choose)")
+_MORE_SOURCES = (f"came from more than {_MAX_NEXT_HOPS} different link-layer sources (a source "
+                 f"MAC is the sender's to choose)")
+_TO_EVERYONE = ("went to a broadcast or multicast MAC though addressed to one host (every host "
+                "on the link receives them)")
+
+
+def _unicast_ip_at(etype: int, d: bytes, off: int) -> bool:
+    """Whether the IP packet at `off` is addressed to one host (its destination, read in place)."""
+    if etype == npr.ETH_IPV4 and len(d) >= off + 20:
+        return not 224 <= d[off + 16] <= 239 and d[off + 16:off + 20] != b"\xff\xff\xff\xff"
+    return etype == npr.ETH_IPV6 and len(d) >= off + 40 and d[off + 24] != 0xFF
+
+
+def _arp_housekeeping(arp: npr.ARP, frame: bytes, mac: str | None, eth_dst: str | None) -> bool:
+    """An Ethernet/IPv4 request or reply from the frame's own sender, followed by nothing but
+    zero padding up to the minimum frame size. Its target hardware address is what RFC 826/5227
+    put there, never the sender's choice: a request's is zero, broadcast or the frame's
+    destination; a reply's is the frame's destination (the asker), or for an announcement to
+    broadcast zero, broadcast or the sender's own."""
+    if not (arp.htype == 1 and arp.ptype == npr.ETH_IPV4 and (arp.hlen, arp.plen) == (6, 4)
+            and arp.op in (1, 2) and len(frame) <= 64 and not frame[arp.end:].strip(b"\0")
+            and (mac is None or arp.sender_hw == mac)):
+        return False
+    tha = arp.target_hw
+    if arp.op == 1:
+        return tha in (_ZERO_MAC, _BROADCAST_MAC) or tha == eth_dst
+    if eth_dst is None or eth_dst == _BROADCAST_MAC:
+        return tha in (_ZERO_MAC, _BROADCAST_MAC, arp.sender_hw)
+    return tha == eth_dst
+
+
+def _v6(text: str) -> ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+
+
+def _solicited_node(target: ipaddress.IPv6Address) -> str:
+    return str(ipaddress.IPv6Address((0xFF02 << 112) | (0x1FF << 24) | (int(target) & 0xFFFFFF)))
+
+
+def _on_link(addr: ipaddress.IPv6Address, src: ipaddress.IPv6Address | None) -> bool:
+    """Link-local, or in the /64 of the sender's own (source) address."""
+    return addr.is_link_local or (src is not None and not src.is_unspecified
+                                  and int(addr) >> 64 == int(src) >> 64)
+
+
+def _unicast(a: ipaddress.IPv6Address | None) -> bool:
+    return a is not None and not (a.is_multicast or a.is_unspecified or a.is_loopback)
+
+
+def _nd_options(options: tuple, allowed: tuple[int, ...], mac: str | None) -> bool:
+    """Only the allowed options, each once, each with the 6-byte value an Ethernet link gives it;
+    a link-layer address option gives the frame's own source MAC (a host's own address)."""
+    kinds = [t for t, _v in options]
+    return (all(t in allowed for t in kinds) and len(set(kinds)) == len(kinds)
+            and all(len(v) == 6 for _t, v in options)
+            and (mac is None or all(v.hex(":") == mac for t, v in options
+                                    if t in (_ND_SLLA, _ND_TLLA))))
+
+
+# What an IP header around housekeeping may carry besides the message: nothing ("plain"), or
+# only the Router Alert option MLD and IGMP put there ("router-alert", with zero padding).
+_PLAIN, _ROUTER_ALERT, _OTHER = "plain", "router-alert", "other"
+_MAX_SUBJECTS = 16  # distinct neighbours and groups one sender's housekeeping may name
+
+
+def _ipv4_extras(ip: npr.IPv4) -> str:
+    if not ip.options:
+        return _PLAIN
+    return _ROUTER_ALERT if ip.options == ((148, b"\0\0"),) else _OTHER
+
+
+def _ipv6_extras(ip: npr.IPv6) -> str:
+    if not ip.extension_headers:
+        return _PLAIN
+    if ip.extension_headers != (0,):
+        return _OTHER
+    named = [(t, v) for t, v in ip.ext_options if t not in (0, 1)]
+    pads_zero = all(not v.strip(b"\0") for t, v in ip.ext_options if t == 1)
+    return _ROUTER_ALERT if named == [(5, b"\0\0")] and pads_zero else _OTHER
+
+
+def _icmpv6_housekeeping(src: str, dst: str, hops: int, c6: npr.ICMPv6, mac: str | None = None,
+                         extras: str = _PLAIN) -> str | None:
+    """'nd', 'dad' or 'mld' when the message is one a host sends as RFC 4861/4862/3810 allow;
+    router advertisements, redirects and MLD queries are a router's, never a host's. Neighbour
+    discovery comes without extension headers, MLD with at most the Router Alert option."""
+    if c6.code != 0 or c6.payload_offset != c6.payload_end or extras == _OTHER:
+        return None
+    t = c6.type
+    s = _v6(src)
+    if t in (133, 135, 136):
+        if hops != 255 or s is None or s.is_multicast or s.is_loopback or extras != _PLAIN:
+            return None
+        opts = c6.options
+        if t == 133:  # router solicitation: to all routers; from :: without a link-layer address
+            if dst != _ALL_ROUTERS or c6.word:
+                return None
+            if s.is_unspecified:
+                return "nd" if not opts else None
+            return "nd" if s.is_link_local and _nd_options(opts, (_ND_SLLA,), mac) else None
+        target = _v6(c6.target or "")
+        if not _unicast(target):
+            return None
+        if t == 135:  # neighbour solicitation
+            if c6.word or not _nd_options(opts, (_ND_SLLA, _ND_NONCE), mac):
+                return None
+            if s.is_unspecified:  # duplicate-address detection of the sender's tentative address
+                ok = dst == _solicited_node(target) and _ND_SLLA not in dict(opts)
+                return "dad" if ok else None
+            if not _on_link(target, s):
+                return None
+            return "nd" if dst in (_solicited_node(target), str(target)) else None
+        # neighbour advertisement of the sender's own address (a host does not proxy): flags R,
+        # S, O only; to all nodes unsolicited, else to a neighbour
+        if (s.is_unspecified or c6.word & 0x1FFFFFFF or not _nd_options(opts, (_ND_TLLA,), mac)
+                or target != s):
+            return None
+        if not _on_link(target, s):
+            return None
+        d = _v6(dst)
+        if dst == _ALL_NODES:
+            return "nd" if not c6.word & 0x40000000 else None  # S set only when answering
+        return "nd" if _unicast(d) and _on_link(d, s) else None
+    if t in (131, 132, 143):  # MLD reports and done
+        if hops != 1 or s is None or not (s.is_link_local or (s.is_unspecified and t == 143)):
+            return None
+        groups = c6.groups
+        if not groups or not all(_reportable_v6(g) for g in groups):
+            return None
+        if t == 131:
+            return "mld" if dst == groups[0].group else None
+        if t == 132:
+            return "mld" if dst == _ALL_ROUTERS else None
+        return "mld" if dst == _ALL_MLDV2_ROUTERS else None
+    return None
+
+
+def _reportable_v6(g: npr.GroupRecord) -> bool:
+    """A group a host joins or leaves: multicast, not all-nodes, without auxiliary data or source
+    addresses (a host's kernel reports any-source groups; a source list is 16 bytes a source)."""
+    a = _v6(g.group)
+    return (a is not None and a.is_multicast and g.group != _ALL_NODES and g.aux_words == 0
+            and g.sources == 0 and (g.type == 0 or 1 <= g.type <= 6))
+
+
+def _igmp_housekeeping(dst: str, ttl: int, g: npr.IGMP, extras: str = _PLAIN) -> bool:
+    """A report (v1, v2 to its group; v3 to 224.0.0.22) or a leave (to 224.0.0.2) with TTL 1,
+    at most the Router Alert option and nothing after what the message type defines; queries are
+    a router's."""
+    if ttl != 1 or g.payload_offset != g.payload_end or extras == _OTHER:
+        return False
+    if g.type in (0x12, 0x16):
+        return _reportable_v4(g.group) and dst == g.group
+    if g.type == 0x17:
+        return _reportable_v4(g.group) and dst == "224.0.0.2"
+    if g.type == 0x22:
+        return (dst == "224.0.0.22" and bool(g.groups)
+                and all(_reportable_v4(r.group) and 1 <= r.type <= 6 and r.aux_words == 0
+                        and r.sources == 0 for r in g.groups))
+    return False
+
+
+def _reportable_v4(group: str | None) -> bool:
+    try:
+        a = ipaddress.IPv4Address(group or "")
+    except ValueError:
+        return False
+    return a.is_multicast and group != "224.0.0.1"
 
 
 class _Analyzer:
@@ -226,7 +521,22 @@ class _Analyzer:
         self.anomaly_overflow = 0
         self.undecoded = 0
         self.queries: list[DnsQuery] = []
-        self.resolved: dict[str, dict[str, int]] = {}   # address -> name -> first seen
+        self.query_count = 0
+        self.names: set[str] = set()
+        self.name_overflow = 0
+        # address -> {name: None}, most recent last, at most _MAX_NAMES_PER_ADDRESS; and how many
+        # names were pushed out. Each flow takes a snapshot when it begins: linear, bounded.
+        self.resolved: dict[str, dict[str, None]] = {}
+        self.resolved_more: dict[str, int] = {}
+        self.resolutions: list[Resolution] = []
+        self.resolution_count = 0
+        self.claims: dict[tuple[str, str], None] = {}
+        self.subjects: dict[str, set[str]] = {}   # sender -> neighbours and groups it named
+        # The flow the frame being decoded went to, and whether it went the initiator's way.
+        self.current: tuple[_St, bool] | None = None
+        # What the frame carries that its flow's key does not show: ("...{n}..." text, the bytes
+        # it concerns), added to the flow once the frame has found it.
+        self.pending: list[tuple[str, int]] = []
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -236,23 +546,33 @@ class _Analyzer:
         else:
             self.anomaly_overflow += 1
 
-    def lookup(self, key: tuple, ts: int, *, reverse: bool = True, swap: bool = False,
-               hk: str | None = None, mac: str | None = None) -> tuple[_St, bool]:
-        """The flow for `key` in either direction; a new one is oriented as `key` (or reversed)."""
+    def lookup(self, key: tuple, ts: int, *, reverse: bool = True, hk: str | None = None,
+               mac: str | None = None) -> tuple[_St, bool]:
+        """The flow for `key` in either direction, and whether this frame goes the initiator's way.
+
+        A new flow is started by the sender of its first frame: who sent first on the 5-tuple,
+        never what the ports look like, decides which side began it.
+        """
         st = self.flows.get(key)
         if st is not None:
-            return st, (st.src == key[1] and st.sport == key[3])
+            fwd = st.src == key[1] and st.sport == key[3]
+            st.sender(mac, fwd)
+            self.current = (st, fwd)
+            return st, fwd
         proto, src, dst, sport, dport = key
-        rev = (proto, dst, src, dport, sport)
-        if reverse and swap:
-            st = _St(rev, ts, hk, None)
-        else:
-            st = _St(key, ts, hk, mac)
+        per = self.resolved.get(dst)
+        rnames = tuple(reversed(per)) if per else ()
+        st = _St(key, ts, hk, mac, rnames, self.resolved_more.get(dst, 0))
         self.flows[key] = st
         if reverse:
-            self.flows.setdefault(rev, st)
+            self.flows.setdefault((proto, dst, src, dport, sport), st)
         self.order.append(st)
-        return st, not (reverse and swap)
+        self.current = (st, True)
+        return st, True
+
+    def claim(self, mac: str | None, address: str) -> None:
+        if mac is not None and len(self.claims) < _MAX_CLAIMS:
+            self.claims.setdefault((mac, address), None)
 
     def touch(self, st: _St, ts: int, size: int) -> None:
         st.packets += 1
@@ -268,18 +588,38 @@ class _Analyzer:
     # -- frames -----------------------------------------------------------------------------
 
     def frame(self, idx: int, ts: int, lt: int, d: bytes, orig: int) -> None:
+        self.current = None
+        self.pending.clear()
         try:
             self._frame(idx, ts, lt, d, orig)
         except DecodeError as e:
             self.undecoded += 1
             self.anomaly(f"frame {idx}: {e}")
+            return
+        if lt == 1 and self.current is not None:
+            st, fwd = self.current
+            if not d[0] & 1 and not st.next_hop(fwd, d[0:6]):
+                self.pending.append((_MORE_HOPS, 0))
+            # One sender's frames come from its one or two MACs; a source MAC is its choice too.
+            if d[6:12].hex(":") not in (st.omacs if fwd else st.rmacs)[:_MAX_NEXT_HOPS]:
+                self.pending.append((_MORE_SOURCES, 0))
+        if self.pending and self.current is not None:
+            st, fwd = self.current
+            for what, n in self.pending:
+                st.concealed(fwd, what, n)
 
     def _frame(self, idx: int, ts: int, lt: int, d: bytes, orig: int) -> None:
         mac = None
         plain_eth = False
+        eth_dst = None
         if lt == 1:
             eth = npr.decode_ethernet(d)
-            off, etype, mac = eth.header_len, eth.ethertype, eth.src
+            off, etype, mac, eth_dst = eth.header_len, eth.ethertype, eth.src, eth.dst
+            if any(eth.vlans):
+                # 802.1Q/802.1ad tags send the frame to another LAN, where the allowed address
+                # may be another host (VLAN 0 is a priority tag on this one).
+                self.pending.append(("tagged for VLAN " + "/".join(str(v) for v in eth.vlans if v)
+                                     + " (another LAN)", 0))
             if eth.llc:
                 st, _ = self.lookup(("llc", eth.src, eth.dst, None, None), ts, reverse=False,
                                     mac=mac)
@@ -306,14 +646,26 @@ class _Analyzer:
         else:
             raise DecodeError(f"link type {lt} not supported", 0)
 
+        if lt == 1 and d[0] & 1 and _unicast_ip_at(etype, d, off):
+            self.pending.append((_TO_EVERYONE, 0))
         if etype == npr.ETH_IPV4:
             self._ipv4(idx, ts, d, off, orig, mac, plain_eth)
         elif etype == npr.ETH_IPV6:
             self._ipv6(idx, ts, d, off, orig, mac, plain_eth)
         elif etype == npr.ETH_ARP:
             arp = npr.decode_arp(d, off)
+            hk = "arp" if _arp_housekeeping(arp, d, mac, eth_dst) else None
+            if arp.ptype == npr.ETH_IPV4 and arp.htype == 1:
+                self.claim(mac, arp.target_proto if arp.sender_proto == "0.0.0.0"
+                           else arp.sender_proto)
+            # One direction per flow: an answer to the capture side's request is the answerer's
+            # own flow, judged as its own, never a part of the capture side's.
             st, _ = self.lookup(("arp", arp.sender_proto, arp.target_proto, None, None), ts,
-                                hk="arp", mac=mac)
+                                reverse=False, hk=hk, mac=mac)
+            if st.hk != hk:
+                st.hk = None  # one frame of the flow was not what a host's ARP is
+            if hk is not None:
+                self._subjects(st, mac, [arp.target_proto])
             self.touch(st, ts, orig)
         else:
             if lt == 1:
@@ -330,6 +682,9 @@ class _Analyzer:
             self.anomaly(f"frame {idx}: IPv4 total length {ip.total_length} exceeds the "
                          f"{len(d) - off} bytes present at offset {off + 2} "
                          f"(flow still attributed)")
+        self._after_datagram(d, off, off + ip.total_length, orig)
+        if ip.source_route:
+            self.pending.append((_ROUTED.format(hops=", ".join(ip.source_route)), 0))
         if ip.fragment_offset:
             self._later_fragment(self.frag4, (ip.src, ip.dst, ip.proto, ip.ident),
                                  npr.IP_PROTO_NAMES.get(ip.proto, f"ip-{ip.proto}"),
@@ -337,10 +692,9 @@ class _Analyzer:
             return
         raw = None
         if plain_eth and ip.header_len == 20 and not ip.more_fragments and ip.proto in (6, 17):
-            raw = d[26:38]
+            raw = d[0:12] + d[26:38]  # the MACs too: each sender's, each destination's, seen once
         st = self._transport(idx, ts, d, orig, ip.proto, ip.src, ip.dst, ip.payload_offset,
-                             ip.payload_end, ip.ttl, mac, ip.more_fragments,
-                             224 <= d[off + 16] <= 239)
+                             ip.payload_end, ip.ttl, mac, ip.more_fragments, _ipv4_extras(ip))
         if st is None:
             return
         if ip.more_fragments:
@@ -351,7 +705,7 @@ class _Analyzer:
                 self.frag4.clear()
         if raw is not None:
             tbl = self.tcp_raw if ip.proto == 6 else self.udp_raw
-            if raw not in tbl:
+            if raw not in tbl and len(tbl) < _MAX_RAW_KEYS:
                 tbl[raw] = st
 
     def _ipv6(self, idx: int, ts: int, d: bytes, off: int, orig: int, mac: str | None,
@@ -361,6 +715,10 @@ class _Analyzer:
             self.anomaly(f"frame {idx}: IPv6 payload length {ip.payload_length} exceeds the "
                          f"{len(d) - off - 40} bytes present at offset {off + 4} "
                          f"(flow still attributed)")
+        if ip.payload_length:  # 0: a jumbogram, as long as the frame
+            self._after_datagram(d, off, off + 40 + ip.payload_length, orig)
+        if ip.source_route:
+            self.pending.append((_ROUTED.format(hops=", ".join(ip.source_route)), 0))
         frag = ip.fragment
         if frag is not None and frag.offset:
             self._later_fragment(self.frag6, (ip.src, ip.dst, frag.ident),
@@ -369,8 +727,7 @@ class _Analyzer:
             return
         more = frag is not None and frag.more
         st = self._transport(idx, ts, d, orig, ip.next_header, ip.src, ip.dst, ip.payload_offset,
-                             ip.payload_end, ip.hop_limit, mac, more, ip.dst.startswith("ff"),
-                             v6=True)
+                             ip.payload_end, ip.hop_limit, mac, more, _ipv6_extras(ip), v6=True)
         if st is not None and more:
             st.frags += 1
             st.note("IP fragments (payload not reassembled)")
@@ -380,9 +737,18 @@ class _Analyzer:
         if (plain_eth and not ip.extension_headers and ip.payload_length
                 and ip.next_header in (6, 17)):
             tbl = self.tcp6_raw if ip.next_header == 6 else self.udp6_raw
-            raw = d[22:58]
-            if raw not in tbl:
+            raw = d[0:12] + d[22:58]
+            if raw not in tbl and len(tbl) < _MAX_RAW_KEYS:
                 tbl[raw] = st
+
+    def _after_datagram(self, d: bytes, off: int, end: int, orig: int) -> None:
+        """Bytes after the IP datagram are no part of it: zero padding up to the 64-byte minimum
+        frame, or data that no receiver's IP stack reads but anyone on the wire can. A frame the
+        recording cut short (`orig`, its length on the wire, is longer) is judged by that length:
+        what was not recorded cannot be shown to be padding."""
+        after = max(orig, len(d)) - end
+        if after > 0 and (max(orig, len(d)) - off + 14 > 64 or d[end:].strip(b"\0")):
+            self.pending.append((_AFTER_DATAGRAM, after))
 
     def _later_fragment(self, table: dict, fkey: tuple, proto: str, src: str, dst: str, ts: int,
                         orig: int, mac: str | None) -> None:
@@ -390,23 +756,25 @@ class _Analyzer:
         if st is None:
             st, _ = self.lookup((proto, src, dst, None, None), ts, mac=mac)
             st.note("IP fragments whose first fragment was not seen")
+        else:
+            fwd = st.src == src
+            st.sender(mac, fwd)
+            self.current = (st, fwd)
         st.frags += 1
         self.touch(st, ts, orig)
 
     def _transport(self, idx: int, ts: int, d: bytes, orig: int, proto: int, src: str, dst: str,
                    poff: int, pend: int, hops: int, mac: str | None, fragmented: bool,
-                   multicast: bool, v6: bool = False) -> _St | None:
+                   extras: str, v6: bool = False) -> _St | None:
         if proto == 6:
             t = npr.decode_tcp(d, poff, pend)
-            swap = ((t.flags & 0x12) == 0x12
-                    or (not t.flags & 0x02 and _server_side(t.sport, t.dport)))
-            st, fwd = self.lookup(("tcp", src, dst, t.sport, t.dport), ts, swap=swap, mac=mac)
+            st, fwd = self.lookup(("tcp", src, dst, t.sport, t.dport), ts, mac=mac)
             self.touch(st, ts, orig)
             plen = t.payload_end - t.payload_offset
             if t.sport == 53 or t.dport == 53:
                 if plen > 0:
                     self._dns_tcp(st, fwd, ts, src, dst, d[t.payload_offset:t.payload_end],
-                                  fragmented)
+                                  fragmented, mac)
                 return st
             if fwd and plen > 0 and not st.app_done:
                 if fragmented:
@@ -419,8 +787,9 @@ class _Analyzer:
             return st
         if proto == 17:
             u = npr.decode_udp(d, poff, pend)
-            swap = _server_side(u.sport, u.dport)
-            st, fwd = self.lookup(("udp", src, dst, u.sport, u.dport), ts, swap=swap, mac=mac)
+            if u.payload_end < pend and not fragmented and d[u.payload_end:pend].strip(b"\0"):
+                self.pending.append((_AFTER_UDP, pend - u.payload_end))
+            st, fwd = self.lookup(("udp", src, dst, u.sport, u.dport), ts, mac=mac)
             self.touch(st, ts, orig)
             if u.sport in DNS_PORTS or u.dport in DNS_PORTS:
                 payload = d[u.payload_offset:u.payload_end]
@@ -434,7 +803,7 @@ class _Analyzer:
                     st.dns_bad += 1
                     st.note(f"payload on a DNS port is not DNS: {e}")
                 else:
-                    self._dns(st, fwd, ts, src, dst, msg)
+                    self._dns(st, fwd, ts, src, dst, msg, mac)
             else:
                 # Nothing more to learn from this flow's payloads. (Only frames of the plain
                 # Ethernet/IPv4 shape can reach the fast path; others keep coming here.)
@@ -442,40 +811,32 @@ class _Analyzer:
             return st
         if proto == 1 and not v6:
             c = npr.decode_icmp(d, poff, pend)
-            if c.type == 0:
-                key = ("icmp", dst, src, 8, 0)
-            else:
-                key = ("icmp", src, dst, c.type, c.code)
-            st, _ = self.lookup(key, ts, reverse=False, mac=mac)
+            st = self._icmp("icmp", src, dst, c.type, c.code, 8, 0, ts, mac, None)
             self.touch(st, ts, orig)
             if c.type in (0, 8):
                 self._echo(st, pend - c.payload_offset)
             return st
         if proto == 58 and v6:
             c6 = npr.decode_icmpv6(d, poff, pend)
-            hk = None
-            if 133 <= c6.type <= 137 and c6.code == 0 and hops == 255:
-                hk = "dad" if (c6.type == 135 and src == "::") else "nd"
-            elif c6.type in (130, 131, 132, 143) and hops == 1:
-                hk = "mld"
-            if c6.type == 129:
-                key = ("icmpv6", dst, src, 128, 0)
-            else:
-                key = ("icmpv6", src, dst, c6.type, c6.code)
-            st, _ = self.lookup(key, ts, reverse=False, hk=hk, mac=mac)
-            if st.hk != hk:
-                st.hk = None  # the same key seen both with and without housekeeping traits
+            hk = _icmpv6_housekeeping(src, dst, hops, c6, mac, extras)
+            if hk == "dad" or (hk == "nd" and c6.type == 136):
+                self.claim(mac, c6.target or "")
+            st = self._icmp("icmpv6", src, dst, c6.type, c6.code, 128, 129, ts, mac, hk)
+            if hk is not None:
+                self._subjects(st, mac, [c6.target] if c6.target else [g.group for g in c6.groups])
             self.touch(st, ts, orig)
             if c6.type in (128, 129):
                 self._echo(st, pend - c6.payload_offset)
             return st
         if proto == 2 and not v6:
             g = npr.decode_igmp(d, poff, pend)
-            hk = "igmp" if (hops == 1 and multicast) else None
+            hk = "igmp" if _igmp_housekeeping(dst, hops, g, extras) else None
             st, _ = self.lookup(("igmp", src, dst, g.type, None), ts, reverse=False, hk=hk,
                                 mac=mac)
             if st.hk != hk:
                 st.hk = None
+            if hk is not None:
+                self._subjects(st, mac, [g.group] if g.group else [r.group for r in g.groups])
             self.touch(st, ts, orig)
             return st
         name = npr.IP_PROTO_NAMES.get(proto, f"ip-{proto}")
@@ -486,6 +847,35 @@ class _Analyzer:
         st, _ = self.lookup((name, src, dst, sport, dport), ts, mac=mac)
         self.touch(st, ts, orig)
         return st
+
+    def _icmp(self, proto: str, src: str, dst: str, typ: int, code: int, request: int, reply: int,
+              ts: int, mac: str | None, hk: str | None) -> _St:
+        """ICMP flows are one message type each. An echo reply joins the flow of the request the
+        other side sent first; a reply that answers no request is a flow of its own."""
+        if typ == reply:
+            st = self.flows.get((proto, dst, src, request, 0))
+            if st is not None:
+                st.sender(mac, False)
+                self.current = (st, False)
+                return st
+        st, _ = self.lookup((proto, src, dst, typ, code), ts, reverse=False, hk=hk, mac=mac)
+        if st.hk != hk:
+            st.hk = None  # the same key seen both with and without housekeeping traits
+        return st
+
+    def _subjects(self, st: _St, sender: str | None, subjects: list[str]) -> None:
+        """A host names few neighbours and groups in its housekeeping, and which ones it names is
+        its choice: data, if it names many. Housekeeping that names one beyond the sender's first
+        _MAX_SUBJECTS distinct ones (ARP and ND targets, MLD/IGMP groups) is a flow like any other."""
+        seen = self.subjects.setdefault(sender or st.src, set())
+        new = [x for x in dict.fromkeys(subjects) if x not in seen]
+        if len(seen) + len(new) > _MAX_SUBJECTS:
+            if st.hk is not None:
+                st.hk = None
+                st.note(f"its sender names more than {_MAX_SUBJECTS} distinct neighbours or "
+                        f"groups in link-local messages: not housekeeping")
+            return
+        seen.update(new)
 
     def _echo(self, st: _St, size: int) -> None:
         st.echo_n += 1
@@ -549,7 +939,7 @@ class _Analyzer:
         st.tcp_buf = None
 
     def _dns_tcp(self, st: _St, fwd: bool, ts: int, src: str, dst: str, payload: bytes,
-                 fragmented: bool) -> None:
+                 fragmented: bool, mac: str | None) -> None:
         if fragmented:
             st.dns_bad += 1
             st.note("DNS message fragmented; not decoded")
@@ -561,19 +951,37 @@ class _Analyzer:
             st.note(f"DNS-over-TCP segment not decoded: {e}")
             return
         for m in msgs:
-            self._dns(st, fwd, ts, src, dst, m)
+            self._dns(st, fwd, ts, src, dst, m, mac)
 
-    def _dns(self, st: _St, fwd: bool, ts: int, src: str, dst: str, msg: npr.DnsMessage) -> None:
+    def _dns(self, st: _St, fwd: bool, ts: int, src: str, dst: str, msg: npr.DnsMessage,
+             mac: str | None) -> None:
         for q in msg.questions:
-            st.queries.setdefault(q.name, None)
+            st.query(q.name)
             if not msg.is_response:
-                self.queries.append(DnsQuery(ts, src, dst, q.name, q.qtype))
+                self.query_count += 1
+                if len(self.queries) < _MAX_LISTED:
+                    self.queries.append(DnsQuery(ts, src, dst, q.name, q.qtype))
+                if q.name not in self.names:
+                    if len(self.names) < _MAX_DISTINCT_NAMES:
+                        self.names.add(q.name)
+                    else:
+                        self.name_overflow += 1
+        asker = fwd or (mac is not None and mac in st.omacs)
+        if asker:
+            # Every name the asking side writes gives it away, in whatever section; a response
+            # it sends (an mDNS announcement) answers nobody, so it names no address.
+            for r in msg.answers + msg.authorities + msg.additionals:
+                if r.rtype != 41:
+                    st.query(r.name)
+                if r.rtype in npr.NAME_RDATA_TYPES:
+                    st.query(r.data)
+            why = _not_plain_dns(msg, mdns=5353 in (st.sport, st.dport))
+            if why:
+                st.dns_bad += 1
+                st.note(f"DNS message from the asking side {why}")
+            return
         if not msg.is_response:
             return
-        if fwd:
-            # A response sent by the initiator (an mDNS announcement) gives names away too.
-            for r in msg.answers:
-                st.queries.setdefault(r.name, None)
         # Which names lead to each address: owner names plus the CNAME chains into them.
         cname_to: dict[str, list[str]] = {}
         for r in msg.answers:
@@ -600,8 +1008,14 @@ class _Analyzer:
             per = self.resolved.setdefault(r.data, {})
             for nme in names:
                 nme = nme.rstrip(".")
-                if nme not in per:
-                    per[nme] = ts
+                self.resolution_count += 1
+                if len(self.resolutions) < _MAX_LISTED:
+                    self.resolutions.append(Resolution(r.data, nme, ts))
+                per.pop(nme, None)
+                per[nme] = None  # the most recent last
+                if len(per) > _MAX_NAMES_PER_ADDRESS:
+                    del per[next(iter(per))]
+                    self.resolved_more[r.data] = self.resolved_more.get(r.data, 0) + 1
 
     # -- results ----------------------------------------------------------------------------
 
@@ -610,7 +1024,7 @@ class _Analyzer:
         tunnel = cfg["tunnel"]
         flows = []
         for st in self.order:
-            resolved = tuple(n for n, t in self.resolved.get(st.dst, {}).items() if t <= st.first)
+            resolved = st.rnames
             names = tuple(dict.fromkeys(list(resolved) + st.sni + st.hosts))
             per = _periodicity(st.contacts, max_jitter_ratio)
             notes = list(st.notes)
@@ -624,7 +1038,11 @@ class _Analyzer:
                 names=names, resolved_names=resolved, sni=tuple(dict.fromkeys(st.sni)),
                 http_hosts=tuple(dict.fromkeys(st.hosts)), dns_queries=tuple(st.queries),
                 dns_undecoded=st.dns_bad, icmp_echo_sizes=tuple(st.echo), housekeeping=st.hk,
-                periodicity=per, src_mac=st.mac, fragments=st.frags, notes=tuple(notes)))
+                periodicity=per, src_mac=st.mac, fragments=st.frags, notes=tuple(notes),
+                initiator_macs=tuple(st.omacs), responder_macs=tuple(st.rmacs),
+                resolved_unlisted=st.rmore, dns_queries_unlisted=st.queries_more,
+                initiator_concealed=st.concealed_texts(True),
+                responder_concealed=st.concealed_texts(False)))
 
         periodic: list[PeriodicContact] = []
         for f in flows:
@@ -648,18 +1066,45 @@ class _Analyzer:
                 periodic.append(PeriodicContact("destination", None, dst, None, p.period_s,
                                                 p.jitter_s, p.contacts))
 
-        resolutions = tuple(Resolution(addr, n, t) for addr, per in self.resolved.items()
-                            for n, t in per.items())
         anomalies = list(capture.anomalies) + self.anomalies
         if self.anomaly_overflow:
             anomalies.append(f"{self.anomaly_overflow} more anomalies not listed")
         return FlowAnalysis(
             packets=npackets, flows=tuple(flows), dns_queries=tuple(self.queries),
-            resolutions=resolutions, periodic=tuple(periodic),
+            resolutions=tuple(self.resolutions), periodic=tuple(periodic),
             tunnel_suspects=_tunnel_suspects([n for f in flows for n in f.dns_queries], **tunnel),
             anomalies=tuple(anomalies), undecoded=self.undecoded, capture_format=capture.format,
             capture_data_lost=capture.data_lost, stats=capture.stats,
-            capture_macs=capture.interface_macs)
+            capture_macs=capture.interface_macs, flow_count=len(flows),
+            dns_query_count=self.query_count, dns_name_count=len(self.names) + self.name_overflow,
+            resolution_count=self.resolution_count, claims=tuple(self.claims),
+            capture_addresses=capture.interface_addresses)
+
+
+# EDNS options a client puts in a query (RFC 6891 and after): NSID and TCP keepalive empty, a
+# cookie (its 8-byte client part, or with the server part it was given), padding of zeros.
+_CLIENT_EDNS = {3: (0, 0), 10: (8, 40), 11: (0, 0), 12: (0, 0xFFFF)}
+
+
+def _not_plain_dns(msg: npr.DnsMessage, mdns: bool = False) -> str | None:
+    """Why a DNS message the asking side sent carries more than DNS gives it to carry, or None.
+
+    A query holds its questions and at most one OPT record (an mDNS query also its known
+    answers and, probing, the records it proposes: RFC 6762 7.1, 8.2; their names are judged);
+    every message ends with its last record; EDNS options are those a client sends, padding
+    zero."""
+    if msg.trailing:
+        return f"has {msg.trailing} bytes after its last record"
+    if not msg.is_response:
+        extra = (0 if mdns else len(msg.answers) + len(msg.authorities)) + sum(
+            1 for r in msg.additionals if r.rtype != 41)
+        if extra or sum(1 for r in msg.additionals if r.rtype == 41) > 1:
+            return f"is a query carrying {extra} record(s) besides its questions and OPT"
+    for code, value in msg.edns:
+        lo, hi = _CLIENT_EDNS.get(code, (-1, -1))
+        if not lo <= len(value) <= hi or (code == 12 and value.strip(b"\0")):
+            return f"carries EDNS option {code} with {len(value)} bytes no client sends"
+    return None
 
 
 def _periodicity(times: list[int], max_jitter_ratio: float) -> Periodicity | None:
@@ -772,32 +1217,36 @@ def _run(records: Iterable[tuple[int, int, bytes, int, int]], cfg: dict) -> tupl
     # Hot loop: see the module docstring. The conditions mirror what the decoders would accept
     # (IPv4: version 4, IHL 5, no reserved/MF flag, offset 0; IPv6: version 6, TCP or UDP right
     # after the fixed header; lengths consistent), so a frame counted here is one the full path
-    # would have decoded without remark. Raw keys are the address and port bytes.
+    # would have decoded without remark: nothing after the datagram but zero padding of a short
+    # frame, a UDP length that ends where the IP packet does, no VLAN tag, no IP options. Raw
+    # keys are the source MAC, address and port bytes.
     for ts, lt, d, orig, _iface in records:
         idx += 1
-        if lt == 1 and len(d) >= 42:
+        # Not for a frame cut short (see _after_datagram) or sent to a group MAC (_TO_EVERYONE).
+        if lt == 1 and len(d) >= 42 and orig == len(d) and not d[0] & 1:
             st = None
             if d[12] == 8 and d[13] == 0:
                 if d[14] == 0x45 and not d[20] & 0xBF and not d[21]:
                     tot = d[16] << 8 | d[17]
-                    if tot + 14 <= len(d):
+                    if tot + 14 == len(d) or (tot + 14 < len(d) <= 64
+                                              and not d[tot + 14:].strip(b"\0")):
                         pr = d[23]
                         if pr == 6:
                             if tot >= 40 and d[46] >= 0x50 and 20 + ((d[46] >> 4) << 2) <= tot:
-                                st = tcp_raw.get(d[26:38])
+                                st = tcp_raw.get(d[0:12] + d[26:38])
                         elif pr == 17:
-                            if tot >= 28 and (d[38] or d[39] >= 8 or not d[39]):
-                                st = udp_raw.get(d[26:38])
+                            if tot >= 28 and (d[38] << 8 | d[39]) == tot - 20:
+                                st = udp_raw.get(d[0:12] + d[26:38])
             elif d[12] == 0x86 and d[13] == 0xDD and d[14] >> 4 == 6 and len(d) >= 62:
                 plen = d[18] << 8 | d[19]
-                if plen and plen + 54 <= len(d):
+                if plen and plen + 54 == len(d):
                     nh = d[20]
                     if nh == 6:
                         if plen >= 20 and d[66] >= 0x50 and (d[66] >> 4) << 2 <= plen:
-                            st = tcp6_raw.get(d[22:58])
+                            st = tcp6_raw.get(d[0:12] + d[22:58])
                     elif nh == 17:
-                        if plen >= 8 and (d[58] or d[59] >= 8 or not d[59]):
-                            st = udp6_raw.get(d[22:58])
+                        if plen >= 8 and (d[58] << 8 | d[59]) == plen:
+                            st = udp6_raw.get(d[0:12] + d[22:58])
             if st is not None and st.fast:
                 st.packets += 1
                 st.bytes += orig
@@ -835,11 +1284,21 @@ def flow_json(f: Flow) -> dict:
         "dns_undecoded": f.dns_undecoded, "icmp_echo_sizes": list(f.icmp_echo_sizes),
         "housekeeping": f.housekeeping, "periodicity": _periodicity_json(f.periodicity),
         "src_mac": f.src_mac, "fragments": f.fragments, "notes": list(f.notes),
+        "initiator_macs": list(f.initiator_macs), "responder_macs": list(f.responder_macs),
+        "resolved_unlisted": f.resolved_unlisted, "dns_queries_unlisted": f.dns_queries_unlisted,
+        "initiator_concealed": list(f.initiator_concealed),
+        "responder_concealed": list(f.responder_concealed),
     }
 
 
+def flow_count(analysis: FlowAnalysis) -> int:
+    """How many flows the capture held (a record lists at most MAX_RECORDED_FLOWS of them)."""
+    return max(analysis.flow_count, len(analysis.flows))
+
+
 def flow_analysis_json(analysis: FlowAnalysis) -> dict:
-    """Everything `analyze` found, as JSON-ready dicts and lists."""
+    """Everything `analyze` found, as JSON-ready dicts and lists; at most MAX_RECORDED_FLOWS
+    flows (the first ones), with the count of all (a flood is counted, not replayed)."""
     stats = None
     if analysis.stats is not None:
         stats = {"received": analysis.stats.received, "dropped": analysis.stats.dropped}
@@ -850,7 +1309,13 @@ def flow_analysis_json(analysis: FlowAnalysis) -> dict:
         "capture_data_lost": analysis.capture_data_lost,
         "stats": stats,
         "capture_macs": list(analysis.capture_macs),
-        "flows": [flow_json(f) for f in analysis.flows],
+        "capture_addresses": list(analysis.capture_addresses),
+        "flow_count": flow_count(analysis),
+        "dns_query_count": analysis.dns_query_count,
+        "dns_name_count": analysis.dns_name_count,
+        "resolution_count": analysis.resolution_count,
+        "claims": [list(c) for c in analysis.claims],
+        "flows": [flow_json(f) for f in analysis.flows[:MAX_RECORDED_FLOWS]],
         "dns_queries": [{"timestamp": iso_ns(q.timestamp_ns), "timestamp_ns": q.timestamp_ns,
                          "src": q.src, "dst": q.dst, "name": q.name, "qtype": q.qtype}
                         for q in analysis.dns_queries],
@@ -883,7 +1348,7 @@ def flow_analysis_record(analysis: FlowAnalysis) -> dict:
     `repr` strings; timestamps are integers in ns next to their ISO text.
     """
     doc = flow_analysis_json(analysis)
-    doc["format"] = "attestlab-flow-analysis/1"
+    doc["format"] = RECORD_FORMAT
     for f, flow in zip(doc["flows"], analysis.flows):
         p = flow.periodicity
         f["periodicity"] = None if p is None else {
@@ -901,8 +1366,8 @@ def flow_analysis_record(analysis: FlowAnalysis) -> dict:
 
 def flow_analysis_from_record(doc: dict) -> FlowAnalysis:
     """Rebuild the FlowAnalysis that `flow_analysis_record` wrote. ValueError on anything else."""
-    if not isinstance(doc, dict) or doc.get("format") != "attestlab-flow-analysis/1":
-        raise ValueError("not a flow analysis record (format attestlab-flow-analysis/1)")
+    if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
+        raise ValueError(f"not a flow analysis record (format {RECORD_FORMAT})")
     try:
         flows = []
         for f in doc["flows"]:
@@ -917,7 +1382,12 @@ def flow_analysis_from_record(doc: dict) -> FlowAnalysis:
                 housekeeping=f["housekeeping"],
                 periodicity=None if p is None else Periodicity(float(p["period_s"]), float(p["jitter_s"]),
                                                                 int(p["contacts"]), bool(p["regular"])),
-                src_mac=f["src_mac"], fragments=int(f["fragments"]), notes=tuple(f["notes"])))
+                src_mac=f["src_mac"], fragments=int(f["fragments"]), notes=tuple(f["notes"]),
+                initiator_macs=tuple(f["initiator_macs"]), responder_macs=tuple(f["responder_macs"]),
+                resolved_unlisted=int(f["resolved_unlisted"]),
+                dns_queries_unlisted=int(f["dns_queries_unlisted"]),
+                initiator_concealed=tuple(f["initiator_concealed"]),
+                responder_concealed=tuple(f["responder_concealed"])))
         stats = doc["stats"]
         return FlowAnalysis(
             packets=int(doc["packets"]), flows=tuple(flows),
@@ -933,6 +1403,10 @@ def flow_analysis_from_record(doc: dict) -> FlowAnalysis:
             anomalies=tuple(doc["anomalies"]), undecoded=int(doc["undecoded"]),
             capture_format=doc["capture_format"], capture_data_lost=bool(doc["capture_data_lost"]),
             stats=None if stats is None else CaptureStats(stats["received"], stats["dropped"]),
-            capture_macs=tuple(doc.get("capture_macs", ())))
+            capture_macs=tuple(doc["capture_macs"]), flow_count=int(doc["flow_count"]),
+            dns_query_count=int(doc["dns_query_count"]), dns_name_count=int(doc["dns_name_count"]),
+            resolution_count=int(doc["resolution_count"]),
+            claims=tuple((str(m), str(a)) for m, a in doc["claims"]),
+            capture_addresses=tuple(str(a) for a in doc["capture_addresses"]))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"flow analysis record is malformed: {type(exc).__name__}: {exc}") from None

@@ -30,10 +30,10 @@ __all__ = [
     "Ethernet", "decode_ethernet", "LinuxSLL", "decode_linux_sll", "decode_linux_sll2",
     "ARP", "decode_arp", "IPv4", "decode_ipv4", "IPv6", "IPv6Fragment", "decode_ipv6",
     "UDP", "decode_udp", "TCP", "decode_tcp", "ICMP", "decode_icmp", "ICMPv6", "decode_icmpv6",
-    "IGMP", "decode_igmp",
+    "IGMP", "decode_igmp", "GroupRecord",
     "DnsQuestion", "DnsRecord", "DnsMessage", "decode_dns", "decode_dns_tcp", "format_dns_name",
     "TlsClientHello", "decode_tls_client_hello", "HttpRequest", "decode_http_request",
-    "ETH_IPV4", "ETH_IPV6", "ETH_ARP", "IP_PROTO_NAMES",
+    "ETH_IPV4", "ETH_IPV6", "ETH_ARP", "IP_PROTO_NAMES", "NAME_RDATA_TYPES",
 ]
 
 ETH_IPV4 = 0x0800
@@ -151,6 +151,9 @@ class ARP:
     sender_proto: str  # dotted quad for IPv4, hex otherwise
     target_hw: str
     target_proto: str
+    end: int = 0       # offset just after the target address: what follows is padding or worse
+    hlen: int = 6      # hardware and protocol address lengths the header gives
+    plen: int = 4
 
 
 def decode_arp(data: bytes, offset: int = 0) -> ARP:
@@ -167,7 +170,7 @@ def decode_arp(data: bytes, offset: int = 0) -> ARP:
     tha = data[pos + hlen + plen:pos + 2 * hlen + plen]
     tpa = data[pos + 2 * hlen + plen:pos + need]
     fmt = _ip4 if (ptype == ETH_IPV4 and plen == 4) else (lambda b: b.hex())
-    return ARP(htype, ptype, op, _mac(sha), fmt(spa), _mac(tha), fmt(tpa))
+    return ARP(htype, ptype, op, _mac(sha), fmt(spa), _mac(tha), fmt(tpa), pos + need, hlen, plen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,13 +198,25 @@ class IPv4:
     def is_fragment(self) -> bool:
         return self.more_fragments or self.fragment_offset > 0
 
+    @property
+    def source_route(self) -> tuple[str, ...]:
+        """The hops a loose or strict source-route option (131, 137) sends the packet on to: the
+        header's destination is then only the next hop, the last of these the real one."""
+        return tuple(_ip4(v[i:i + 4]) for t, v in self.options if t in (131, 137)
+                     for i in range(1, len(v) - 3, 4))
+
 
 def _ipv4_options(data: bytes, start: int, end: int) -> tuple[tuple[int, bytes], ...]:
+    """The options as (type, value); no-ops are left out. Bytes after the end-of-list marker
+    should be zero: when they are not, they are kept as a last (0, bytes) entry, as they are data."""
     opts: list[tuple[int, bytes]] = []
     pos = start
     while pos < end:
         t = data[pos]
         if t == 0:  # end of option list
+            rest = bytes(data[pos + 1:end])
+            if rest.strip(b"\0"):
+                opts.append((0, rest))
             break
         if t == 1:  # no-op
             pos += 1
@@ -265,10 +280,44 @@ class IPv6:
     payload_offset: int
     payload_end: int
     truncated: bool
+    # TLV options of the hop-by-hop and destination-options headers, in order (Pad1 as (0, b""))
+    ext_options: tuple[tuple[int, bytes], ...] = ()
+    # The addresses a routing header still sends the packet on to (segments left > 0): the
+    # header's destination is then only the next hop.
+    source_route: tuple[str, ...] = ()
 
     @property
     def is_fragment(self) -> bool:
         return self.fragment is not None and (self.fragment.more or self.fragment.offset > 0)
+
+
+def _tlv_options(data: bytes, pos: int, end: int) -> list[tuple[int, bytes]]:
+    """The options of a hop-by-hop or destination-options header body (RFC 8200 4.2)."""
+    out: list[tuple[int, bytes]] = []
+    while pos < end:  # each option consumes >= 1 byte
+        t = data[pos]
+        if t == 0:
+            out.append((0, b""))
+            pos += 1
+            continue
+        if end - pos < 2 or pos + 2 + data[pos + 1] > end:
+            raise DecodeError(f"IPv6 option {t} runs past its header", pos)
+        out.append((t, bytes(data[pos + 2:pos + 2 + data[pos + 1]])))
+        pos += 2 + data[pos + 1]
+    return out
+
+
+def _route_hops(data: bytes, pos: int, hlen: int) -> list[str]:
+    """The addresses still ahead in a routing header: type 0 and segment routing (4) list
+    16-byte addresses after 8 bytes; the ones left are the last `segments left` (type 0) or
+    the first (type 4, whose list is in reverse order); type 2 carries the home address."""
+    rtype, left = data[pos + 2], data[pos + 3]
+    if not left:
+        return []
+    addrs = [_ip6(data[i:i + 16]) for i in range(pos + 8, pos + hlen - 15, 16)]
+    if rtype == 4:
+        return addrs[:left] or ["(routing header type 4 without addresses)"]
+    return addrs[-left:] if addrs else [f"(routing header type {rtype}, {left} segments left)"]
 
 
 _IPV6_GENERIC_EXT = (0, 43, 60, 135, 139, 140, 253, 254)
@@ -290,6 +339,8 @@ def decode_ipv6(data: bytes, offset: int = 0) -> IPv6:
     end = min(end, n)
     pos = start
     exts: list[int] = []
+    options: list[tuple[int, bytes]] = []
+    route: list[str] = []
     frag: IPv6Fragment | None = None
     while True:
         if nxt in _IPV6_GENERIC_EXT or nxt == 44 or nxt == 51:
@@ -313,11 +364,16 @@ def decode_ipv6(data: bytes, offset: int = 0) -> IPv6:
             if end - pos < hlen:
                 raise DecodeError(f"IPv6 extension header {nxt} length {hlen} runs past the packet",
                                   pos + 1)
+            if nxt in (0, 60):
+                options += _tlv_options(data, pos + 2, pos + hlen)
+            elif nxt == 43:
+                route += _route_hops(data, pos, hlen)
             nxt = data[pos]
             pos += hlen
             continue
         break
-    return IPv6(src, dst, nxt, hlim, vtf & 0xFFFFF, plen, tuple(exts), frag, pos, end, truncated)
+    return IPv6(src, dst, nxt, hlim, vtf & 0xFFFFF, plen, tuple(exts), frag, pos, end, truncated,
+                tuple(options), tuple(route))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,12 +476,23 @@ class ICMPv6:
     seq: int | None
     target: str | None                       # neighbour solicitation/advertisement, redirect
     options: tuple[tuple[int, bytes], ...]   # neighbour-discovery options (type, value)
-    payload_offset: int
+    payload_offset: int                      # after the structure the type defines (echo: its data)
     payload_end: int
+    groups: tuple["GroupRecord", ...] = ()   # MLD: the group of a v1 message, the records of a v2 report
+    word: int = 0                            # ND: the 32-bit word after the header (reserved; NA: flags)
 
     @property
     def is_echo(self) -> bool:
         return self.type in (128, 129)
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """One multicast group an MLD or IGMP message names (v1/v2: type 0, no sources)."""
+    type: int
+    group: str
+    sources: int
+    aux_words: int
 
 
 # ND message type -> length of the fixed part after the 4-byte ICMPv6 header.
@@ -465,14 +532,45 @@ def decode_icmpv6(data: bytes, offset: int = 0, end: int | None = None) -> ICMPv
             opts.append((otype, bytes(data[pos + 2:pos + olen])))
             pos += olen
         options = tuple(opts)
-        return ICMPv6(t, c, None, None, target, options, end, end)
+        word = 0 if t == 134 else int.from_bytes(data[body:body + 4], "big")
+        return ICMPv6(t, c, None, None, target, options, end, end, word=word)
+    if t in (130, 131, 132):  # MLDv1 query, report, done: delay, reserved, the group
+        if end - offset < 24:
+            raise DecodeError(f"MLD message {t} truncated", offset)
+        group = GroupRecord(0, _ip6(data[offset + 8:offset + 24]), 0, 0)
+        return ICMPv6(t, c, None, None, None, (), offset + 24, end, (group,))
+    if t == 143:  # MLDv2 report: reserved, number of records, the records
+        if end - offset < 8:
+            raise DecodeError("MLDv2 report truncated", offset)
+        count = int.from_bytes(data[offset + 6:offset + 8], "big")
+        groups, pos = _group_records(data, offset + 8, end, count, 16, _ip6, "MLDv2")
+        return ICMPv6(t, c, None, None, None, (), pos, end, groups)
     return ICMPv6(t, c, None, None, None, (), offset + min(8, end - offset), end)
+
+
+def _group_records(data: bytes, pos: int, end: int, count: int, alen: int, fmt,
+                   what: str) -> tuple[tuple[GroupRecord, ...], int]:
+    """The multicast address records of an MLDv2 or IGMPv3 report (RFC 3810 5.2, RFC 3376 4.2)."""
+    out = []
+    for _ in range(count):  # each record takes >= 4 + alen bytes, so a bogus count fails fast
+        if end - pos < 4 + alen:
+            raise DecodeError(f"{what} group record truncated", pos)
+        rtype, aux, nsrc = data[pos], data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        size = 4 + alen + nsrc * alen + aux * 4
+        if end - pos < size:
+            raise DecodeError(f"{what} group record runs past the message", pos)
+        out.append(GroupRecord(rtype, fmt(data[pos + 4:pos + 4 + alen]), nsrc, aux))
+        pos += size
+    return tuple(out), pos
 
 
 @dataclass(frozen=True)
 class IGMP:
     type: int
     group: str | None
+    groups: tuple[GroupRecord, ...] = ()   # v3 report: its records
+    payload_offset: int = 0                # after the structure the type defines
+    payload_end: int = 0
 
 
 def decode_igmp(data: bytes, offset: int = 0, end: int | None = None) -> IGMP:
@@ -480,8 +578,11 @@ def decode_igmp(data: bytes, offset: int = 0, end: int | None = None) -> IGMP:
     if end - offset < 8:
         raise DecodeError("IGMP message truncated", offset)
     t = data[offset]
-    group = _ip4(data[offset + 4:offset + 8]) if t != 0x22 else None  # v3 reports list groups
-    return IGMP(t, group)
+    if t == 0x22:  # v3 report: reserved, number of records, the records
+        count = int.from_bytes(data[offset + 6:offset + 8], "big")
+        groups, pos = _group_records(data, offset + 8, end, count, 4, _ip4, "IGMPv3")
+        return IGMP(t, None, groups, pos, end)
+    return IGMP(t, _ip4(data[offset + 4:offset + 8]), (), offset + 8, end)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,9 +674,12 @@ class DnsMessage:
     answers: tuple[DnsRecord, ...]
     authorities: tuple[DnsRecord, ...]
     additionals: tuple[DnsRecord, ...]
+    edns: tuple[tuple[int, bytes], ...] = ()   # the options of its OPT record(s), (code, data)
+    trailing: int = 0                          # bytes after the last record: not DNS
 
 
 _NAME_RDATA = (2, 5, 12, 39)  # NS, CNAME, PTR, DNAME
+NAME_RDATA_TYPES = frozenset(_NAME_RDATA + (15,))   # record types whose data is a name (and MX)
 
 
 def _rdata(msg: bytes, rtype: int, start: int, rdlen: int) -> str:
@@ -607,7 +711,21 @@ def _rdata(msg: bytes, rtype: int, start: int, rdlen: int) -> str:
     return msg[start:min(end, start + 64)].hex()
 
 
-def _read_records(msg: bytes, pos: int, count: int) -> tuple[tuple[DnsRecord, ...], int]:
+def _edns_options(msg: bytes, pos: int, end: int) -> list[tuple[int, bytes]]:
+    out = []
+    while pos < end:  # each option consumes >= 4 bytes
+        if end - pos < 4:
+            raise DecodeError("EDNS option header truncated", pos)
+        code, ln = struct.unpack_from("!HH", msg, pos)
+        if pos + 4 + ln > end:
+            raise DecodeError(f"EDNS option {code} runs past its record", pos)
+        out.append((code, bytes(msg[pos + 4:pos + 4 + ln])))
+        pos += 4 + ln
+    return out
+
+
+def _read_records(msg: bytes, pos: int, count: int,
+                  edns: list[tuple[int, bytes]] | None = None) -> tuple[tuple[DnsRecord, ...], int]:
     n = len(msg)
     out = []
     for _ in range(count):  # each record takes >= 11 bytes, so a bogus count fails fast
@@ -618,8 +736,10 @@ def _read_records(msg: bytes, pos: int, count: int) -> tuple[tuple[DnsRecord, ..
         pos += 10
         if n - pos < rdlen:
             raise IncompleteError(f"DNS record data truncated (need {rdlen} bytes)", pos)
-        if rtype == 41:  # OPT pseudo-record: rdata is EDNS options, not interesting here
+        if rtype == 41:  # OPT pseudo-record: rdata is EDNS options, collected in `edns`
             data = ""
+            if edns is not None:
+                edns += _edns_options(msg, pos, pos + rdlen)
         else:
             data = _rdata(msg, rtype, pos, rdlen)
         out.append(DnsRecord(name, rtype, rclass, ttl, data))
@@ -642,11 +762,12 @@ def decode_dns(msg: bytes) -> DnsMessage:
         qtype, qclass = struct.unpack_from("!HH", msg, pos)
         pos += 4
         questions.append(DnsQuestion(name, qtype, qclass))
-    answers, pos = _read_records(msg, pos, an)
-    auth, pos = _read_records(msg, pos, ns)
-    addl, pos = _read_records(msg, pos, ar)
+    edns: list[tuple[int, bytes]] = []
+    answers, pos = _read_records(msg, pos, an, edns)
+    auth, pos = _read_records(msg, pos, ns, edns)
+    addl, pos = _read_records(msg, pos, ar, edns)
     return DnsMessage(ident, bool(flags & 0x8000), (flags >> 11) & 0x0F, flags & 0x0F, flags,
-                      tuple(questions), answers, auth, addl)
+                      tuple(questions), answers, auth, addl, tuple(edns), len(msg) - pos)
 
 
 def decode_dns_tcp(data: bytes) -> tuple[DnsMessage, ...]:

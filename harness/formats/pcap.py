@@ -25,12 +25,15 @@ reading ends on any input.
 (timestamps in nanoseconds), optionally the capturing interface's MAC address (if_MACaddr),
 Enhanced Packet blocks and Interface Statistics blocks. The reader reports every interface's
 if_MACaddr in `Capture.interface_macs`: frames with that source address were sent by the capturing
-host itself (for attestlab's capture point: ARP replies, sinkhole answers), not by the board.
+host itself (for attestlab's capture point: ARP replies, sinkhole answers), not by the board. The
+writer also names the interface's own addresses (if_IPv4addr, if_IPv6addr), which the reader gives
+as `Capture.interface_addresses`: addresses the capturing host holds are never the board's.
 """
 
 from __future__ import annotations
 
 import gc
+import ipaddress
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,6 +113,8 @@ class Capture:
     data_lost: bool = False
     # if_MACaddr of the pcapng interfaces that give one ("02:00:5e:00:00:01"), in file order.
     interface_macs: tuple[str, ...] = ()
+    # if_IPv4addr / if_IPv6addr of those interfaces: the capturing host's own addresses.
+    interface_addresses: tuple[str, ...] = ()
 
 
 class _Anomalies:
@@ -138,15 +143,20 @@ class _Anomalies:
 
 class _StatsAcc:
     """Latest ISB counters per interface, summed over interfaces at the end; and the if_MACaddr
-    of each interface description that has one."""
+    and addresses of each interface description that has them."""
 
-    __slots__ = ("received", "ifdrop", "osdrop", "macs")
+    __slots__ = ("received", "ifdrop", "osdrop", "macs", "addresses")
 
     def __init__(self) -> None:
         self.received: dict[int, int] = {}
         self.ifdrop: dict[int, int] = {}
         self.osdrop: dict[int, int] = {}
         self.macs: list[str] = []
+        self.addresses: list[str] = []
+
+    def address(self, text: str) -> None:
+        if text not in self.addresses and len(self.addresses) < 64:
+            self.addresses.append(text)
 
     def result(self) -> CaptureStats | None:
         if not (self.received or self.ifdrop or self.osdrop):
@@ -423,6 +433,10 @@ def _pcapng_blocks(buf: bytes, e: str, anoms: _Anomalies, stats: _StatsAcc) -> I
                         mac = buf[vo:vo + 6].hex(":")
                         if mac not in stats.macs:
                             stats.macs.append(mac)
+                    elif code == 4 and vl == 8:  # if_IPv4addr: address, netmask
+                        stats.address(str(ipaddress.IPv4Address(bytes(buf[vo:vo + 4]))))
+                    elif code == 5 and vl == 17:  # if_IPv6addr: address, prefix length
+                        stats.address(str(ipaddress.IPv6Address(bytes(buf[vo:vo + 16]))))
                 ifaces.append(ifc)
                 plain = (ifc.mul, ifc.div, ifc.shift, ifc.offset_ns) == (1, 1, 0, 0)
                 fastif.append((ifc.linktype, ifc.snaplen or MAX_RECORD_LEN, ifc.index)
@@ -491,7 +505,8 @@ def read_capture(data: bytes) -> Capture:
     with gc_paused():
         packets = tuple([Packet(*r) for r in it])
     return Capture(packets=packets, anomalies=anoms.finish(), stats=stats.result(), format=fmt,
-                   data_lost=anoms.data_lost, interface_macs=tuple(stats.macs))
+                   data_lost=anoms.data_lost, interface_macs=tuple(stats.macs),
+                   interface_addresses=tuple(stats.addresses))
 
 
 def iter_packets(data: bytes, anomalies: list[str] | None = None) -> Iterator[Packet]:
@@ -532,7 +547,8 @@ class CaptureScan:
     def summary(self) -> Capture:
         return Capture(packets=(), anomalies=self._anoms.finish(), stats=self._stats.result(),
                        format=self.format, data_lost=self._anoms.data_lost,
-                       interface_macs=tuple(self._stats.macs))
+                       interface_macs=tuple(self._stats.macs),
+                       interface_addresses=tuple(self._stats.addresses))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +573,7 @@ class PcapngWriter:
 
     def __init__(self, fileobj: BinaryIO, linktype: int = 1, snaplen: int = 262144,
                  if_name: str | None = None, application: str = "attestlab",
-                 if_mac: str | bytes | None = None) -> None:
+                 if_mac: str | bytes | None = None, if_addresses: tuple[str, ...] | list[str] = ()) -> None:
         if not 0 <= linktype <= 0xFFFF:
             raise ValueError(f"link type {linktype} does not fit in 16 bits")
         if not 0 <= snaplen <= 0xFFFFFFFF:
@@ -579,6 +595,12 @@ class PcapngWriter:
             if len(mac) != 6:
                 raise ValueError(f"if_mac {if_mac!r} is not a 6-byte MAC address")
             idb_opts += _opt(6, mac)  # if_MACaddr: the capturing interface
+        for text in if_addresses:  # its own addresses, "192.0.2.1/24", "fd00::1/64"
+            iface = ipaddress.ip_interface(text)
+            if iface.version == 4:
+                idb_opts += _opt(4, iface.ip.packed + iface.netmask.packed)  # if_IPv4addr
+            else:
+                idb_opts += _opt(5, iface.ip.packed + bytes([iface.network.prefixlen]))  # if_IPv6addr
         idb_opts += _opt(9, b"\x09")  # if_tsresol: 10^-9 s
         idb_opts += _opt(0, b"")
         idb = _block(_IDB, struct.pack("<HHI", linktype, 0, snaplen) + idb_opts)
