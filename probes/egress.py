@@ -132,6 +132,17 @@ def _capture_stats(result: Any, window: float, activity: str, sinkhole: bool,
     }
 
 
+def _keep_partial(evidence: EvidenceStore, partial: Any, why: str, window: float, activity: str,
+                  sinkhole: bool, workload_info: dict[str, Any] | None) -> None:
+    """Store what a window that failed or was cut short captured before it ended."""
+    if partial is None:
+        return
+    evidence.add("egress/capture.partial.pcapng", partial.pcapng, PCAPNG_MEDIA_TYPE)
+    evidence.add("egress/capture-stats.partial.json", json.dumps(
+        {**_capture_stats(partial, window, activity, sinkhole, workload_info), "error": why},
+        indent=1, default=str).encode(), "application/json")
+
+
 def _collect_live(board: Any, window: float, activity: str, sinkhole: bool,
                   evidence: EvidenceStore) -> Observation:
     port = board.interface("net")  # NetworkPort; CaptureUnavailable when a simulator could not make it
@@ -154,11 +165,11 @@ def _collect_live(board: Any, window: float, activity: str, sinkhole: bool,
                     workload_info = workload.finish()
                 result = point.stop()
         except CaptureUnavailable as exc:
-            if exc.partial is not None:
-                evidence.add("egress/capture.partial.pcapng", exc.partial.pcapng, PCAPNG_MEDIA_TYPE)
-                evidence.add("egress/capture-stats.partial.json", json.dumps(
-                    {**_capture_stats(exc.partial, window, activity, sinkhole, workload_info),
-                     "error": str(exc)}, indent=1).encode(), "application/json")
+            _keep_partial(evidence, exc.partial, str(exc), window, activity, sinkhole, workload_info)
+            raise
+        except BaseException as exc:  # interrupted (Ctrl-C, SIGTERM): the frames so far are evidence too
+            _keep_partial(evidence, point.interrupted_result, f"window interrupted: {type(exc).__name__}",
+                          window, activity, sinkhole, workload_info)
             raise
         finally:
             if workload is not None:

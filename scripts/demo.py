@@ -25,7 +25,7 @@ OUT = ROOT / "results" / "demo"
 ATTESTLAB = [sys.executable, "-m", "harness.cli"]
 
 
-PARALLEL = 4  # simulated boards are separate processes with their own namespaces: run a few at once
+PARALLEL = 6  # simulated boards are separate processes with their own namespaces, mostly waiting: run a few at once
 
 
 def run_board(board: str, key: Path) -> tuple[subprocess.CompletedProcess, float]:

@@ -36,6 +36,8 @@ def lspci_available() -> bool:
 
 # --- egress: the zoo's standard-plan runs, one per board and session ---
 
+ZOO_PARALLEL = 8  # a run waits on its board most of the time (a quarter of a core): 8 keep 2 cores busy
+
 class ZooRun:
     """One `attestlab run` of the standard plan on fixtures/boards/<board>.yaml."""
 
@@ -51,15 +53,16 @@ def zoo_run(tmp_path_factory):
     """zoo_run(board) -> ZooRun, for every board of fixtures/boards/matrix.yaml.
 
     tests/test_zoo_matrix.py and tests/test_egress_cli.py judge the same runs, so each board runs
-    once per session. Every run costs its egress window (~8 s, mostly waiting), so the first use
-    runs all the matrix's boards, four at a time, and waits for all of them: nothing keeps
-    running behind later tests (timing-sensitive capture tests among them)."""
+    once per session. Every run costs its egress window (~8 s) and its console audit (~8 s), both
+    mostly waiting for the board (a run uses about a quarter of a core), so the first use runs all
+    the matrix's boards, ZOO_PARALLEL at a time, and waits for all of them: nothing keeps running
+    behind later tests (timing-sensitive capture tests among them)."""
     from concurrent.futures import ThreadPoolExecutor, wait
 
     import yaml
 
     boards = list(yaml.safe_load((BOARDS / "matrix.yaml").read_text()))
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zoo")
+    pool = ThreadPoolExecutor(max_workers=ZOO_PARALLEL, thread_name_prefix="zoo")
     futures: dict = {}
 
     def one(board: str) -> ZooRun:

@@ -256,3 +256,44 @@ def test_a_simulator_whose_harness_dies_removes_its_workdir(tmp_path):
         except ProcessLookupError:
             pass
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@needs_root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_run_interrupted_in_the_egress_window_keeps_the_partial_capture(tmp_path, sig):
+    """Ctrl-C or SIGTERM of the harness mid-window: the frames captured so far are signed as
+    egress/capture.partial.pcapng, the run is ERROR and incomplete, and nothing is left behind."""
+    trace, out = tmp_path / "trace", tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "--plan", str(plan_of(tmp_path, [])),
+         "--board", str(BOARDS / "sim-clean.yaml"), "--key", str(TEST_KEY), "--out", str(out), "-q"],
+        cwd=ROOT, env={**os.environ, "ATTESTLAB_STEP_TRACE": str(trace)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (trace.exists() and "L1-EGRESS::window" in trace.read_text().split()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the egress step never began"
+            time.sleep(0.02)
+        sim_pid, workdir = simulator_of(proc.pid)
+        while link_in_home_namespace(f"asim{sim_pid}"):  # the capture point has taken the link
+            assert proc.poll() is None and time.monotonic() < deadline, "the window never began"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, (stdout, stderr)
+    assert "Traceback" not in stdout + stderr
+    (envelope,) = out.glob("*/result.dsse.json")
+    record = verify_result(envelope, load_public_key(TEST_PUB)).record
+    assert record["verdict"] == "ERROR" and record["complete"] is False
+    partial = [e for e in record["evidence"] if e["name"] == "egress/capture.partial.pcapng"]
+    assert partial and partial[0]["size"] > 0, [e["name"] for e in record["evidence"]]
+    stats = [e for e in record["evidence"] if e["name"] == "egress/capture-stats.partial.json"]
+    blob = json.loads((envelope.parent / "evidence" / stats[0]["sha256"]).read_bytes())
+    assert blob["error"].startswith("window interrupted")
+    assert not workdir.exists() and f"attestlab-sim-{sim_pid}" not in namespaces()
+    assert not link_in_home_namespace(f"asim{sim_pid}")

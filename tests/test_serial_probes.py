@@ -46,6 +46,9 @@ REFERENCE_PATH = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
 SERIAL_REQUIREMENTS = ("L1-FW-INTEGRITY", "L1-FW-ROLLBACK", "L1-CONSOLE-COMMANDS", "L1-CONSOLE-BOOTLOG")
 LEVEL1 = load_plan(PLAN)
 AUDIT_PARAMS = LEVEL1.requirement("L1-CONSOLE-COMMANDS").steps[0].params  # level1's probe list and patterns
+# For tests about something other than which names are tried: two names (six spellings each)
+# and a short final quiet keep a whole audit to about a second.
+QUICK_AUDIT = {**AUDIT_PARAMS, "probe_commands": ["remote_disable", "debug_unlock"], "final_quiet_s": 0.2}
 CLEAN_CONSOLE = load_profile("clean")["console"]
 
 
@@ -74,15 +77,30 @@ def tx_text(record: dict) -> str:
 
 # --- the zoo, serial requirements only ---
 
+ZOO_VARIANTS = ("clean", "tampered-firmware", "rollback", "hidden-command", "noisy-console", "flaky-link",
+                "debug-boot")
+
+
+def _serial_requirements_of(variant: str):
+    with Board.from_file(BOARDS / f"sim-{variant}.yaml") as board:
+        return run_serial_requirements(board)
+
+
 @pytest.fixture(scope="module")
 def zoo():
-    """variant -> (results, evidence): each sim board's serial requirements, run once."""
-    cache = {}
+    """variant -> (results, evidence): each sim board's serial requirements, run once.
+
+    A console audit spends most of its time waiting for the board (settle, quiet periods), so
+    the first use runs every variant of ZOO_VARIANTS at once, each its own simulator process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(ZOO_VARIANTS)) as pool:
+        futures = {variant: pool.submit(_serial_requirements_of, variant) for variant in ZOO_VARIANTS}
+        cache = {variant: future.result() for variant, future in futures.items()}
 
     def get(variant: str):
         if variant not in cache:
-            with Board.from_file(BOARDS / f"sim-{variant}.yaml") as board:
-                cache[variant] = run_serial_requirements(board)
+            cache[variant] = _serial_requirements_of(variant)
         return cache[variant]
     return get
 
@@ -272,7 +290,7 @@ def test_bench_board_passes_against_a_matching_reference(console_sim):
             result = run_step(board, "firmware_dump", check, reference="firmware", runner=runner)
             assert result.verdict is Verdict.PASS, result.reasons
         result = run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
-                          params=AUDIT_PARAMS, runner=runner)
+                          params=QUICK_AUDIT, runner=runner)
         assert result.verdict is Verdict.PASS, result.reasons
 
 
@@ -290,7 +308,7 @@ def test_missing_reference_is_error_never_pass(console_sim):
         assert result.verdict is Verdict.ERROR and result.reasons[0].startswith("no reference for 'firmware'")
         assert "firmware/vbios.bin" in {e.name for e in result.evidence}
         result = run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
-                          params=AUDIT_PARAMS, runner=runner)
+                          params=QUICK_AUDIT, runner=runner)
         assert result.verdict is Verdict.ERROR
         assert result.reasons[0].startswith("no reference for 'console.documented_commands'")
     # A reference section present but without the value a check needs is ERROR too.
@@ -401,7 +419,7 @@ def test_help_listing_an_undocumented_command_fails(console_sim):
     ref = reference_for(console, console={"documented_commands": CLEAN_CONSOLE["documented_commands"]})
     with console_sim(console).board(ref) as board:
         result = run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
-                          params=AUDIT_PARAMS)
+                          params=QUICK_AUDIT)
     assert result.verdict is Verdict.FAIL
     assert result.reasons[0].startswith("undocumented command 'fuse_blow' is listed by 'help' (evidence "
                                         "serial/console_audit-transcript.jsonl line ")
@@ -410,7 +428,7 @@ def test_help_listing_an_undocumented_command_fails(console_sim):
 def test_boot_log_modes(console_sim):
     console = small_console()
     sim = console_sim(console)
-    params = {"probe_commands": [], "boot_log_forbidden": AUDIT_PARAMS["boot_log_forbidden"]}
+    params = {"probe_commands": [], "boot_log_forbidden": AUDIT_PARAMS["boot_log_forbidden"], "final_quiet_s": 0.2}
     # capture: the boot log buffered on the tty while nobody was attached.
     with sim.board(reference_for(console)) as board:
         result = run_step(board, "console_audit", "boot_log_clean", params=params)

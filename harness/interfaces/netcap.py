@@ -290,6 +290,7 @@ class CapturePoint:
         self._ring: PacketRing | None = None
         self._started_ns = 0
         self._stopped = False
+        self.interrupted_result: CaptureResult | None = None  # frames of a window cut short (see __exit__)
 
     # -- context manager ----------------------------------------------------------------------
 
@@ -300,8 +301,22 @@ class CapturePoint:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None and not self._stopped:
             self.stop()
-        else:
-            self._cleanup()
+            return
+        if exc_type is not None and not issubclass(exc_type, CaptureUnavailable):
+            self._stop_interrupted()  # Ctrl-C, or the window's own code failed
+        self._cleanup()
+
+    def _stop_interrupted(self) -> None:
+        """End a window cut short, keeping what was captured so far as `interrupted_result` (the
+        caller stores it as partial evidence); always cleans up."""
+        if not self._stopped and self._thread is not None and self.interrupted_result is None:
+            try:
+                self.interrupted_result = self.stop()
+            except CaptureUnavailable as failed:
+                self.interrupted_result = failed.partial
+            except BaseException:  # a second interrupt: give up the frames, never the clean-up
+                pass
+        self._cleanup()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -601,7 +616,7 @@ class CapturePoint:
             self._pending_signal = signum
             return
         if not self._cleaning:
-            self._cleanup()  # restores the previous handlers
+            self._stop_interrupted()  # keeps the frames so far; cleans up, restoring the previous handlers
         else:
             self._restore_handlers()
         # Now behave as if we had never been installed.
