@@ -23,6 +23,9 @@ PLAN = ROOT / "test_plans" / "level1.yaml"
 BOARDS = ROOT / "fixtures" / "boards"
 OUT = ROOT / "results" / "demo"
 ATTESTLAB = [sys.executable, "-m", "harness.cli"]
+REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
+# Each result must come from exactly the level-1 plan and the reference profile (issue #19).
+FROM_EXACTLY = ["--plan", str(PLAN.relative_to(ROOT)), "--reference", str(REFERENCE.relative_to(ROOT))]
 
 
 PARALLEL = 6  # simulated boards are separate processes with their own namespaces, mostly waiting: run a few at once
@@ -58,8 +61,8 @@ def main() -> int:
             rows.append((board, {}, "none", False))
             ok = False
             continue
-        verify = subprocess.run([*ATTESTLAB, "verify", envelope, "--pubkey", str(key.with_suffix(".pub")), "--json"],
-                                capture_output=True, text=True)
+        verify = subprocess.run([*ATTESTLAB, "verify", envelope, "--pubkey", str(key.with_suffix(".pub")),
+                                 *FROM_EXACTLY, "--json"], capture_output=True, text=True, cwd=ROOT)
         verified = verify.returncode == 0
         got = json.loads(verify.stdout)["requirements"] if verified else {}
         want = {req: spec["verdict"] for req, spec in (expected or {}).items()}
@@ -67,8 +70,8 @@ def main() -> int:
         skip_ok = {req for req, verdict in got.items() if verdict == "SKIP" and req == "L1-EGRESS" and os.geteuid() != 0}
         as_expected = verified and all(got.get(req, "PASS") == want.get(req, "PASS")
                                        for req in (set(got) | set(want)) - skip_ok)
-        print(f"  exit {run.returncode}, {seconds:.1f} s; signature and evidence "
-              f"{'verified' if verified else 'NOT VERIFIED: ' + verify.stderr.strip()}; "
+        print(f"  exit {run.returncode}, {seconds:.1f} s; signature, evidence, plan and reference "
+              f"{'verified' if verified else 'NOT VERIFIED: ' + (verify.stderr.strip() or verify.stdout[-500:])}; "
               f"{'as expected' if as_expected else 'NOT AS EXPECTED'}")
         rows.append((board, got, envelope, as_expected))
         ok &= as_expected
@@ -80,7 +83,8 @@ def main() -> int:
         cells = "  ".join(f"{got.get(req, '-'):<{len(req)}}" for req in requirements)
         print(f"  {board:<{width}}  {cells}  {'yes' if as_expected else 'NO'}")
     print(f"\nsigned results under {OUT.relative_to(ROOT)}/; verify one with:\n"
-          f"  .venv/bin/attestlab verify {OUT.relative_to(ROOT)}/<run>/result.dsse.json --pubkey {key.relative_to(ROOT)}.pub")
+          f"  .venv/bin/attestlab verify {OUT.relative_to(ROOT)}/<run>/result.dsse.json --pubkey {key.relative_to(ROOT)}.pub "
+          f"{' '.join(FROM_EXACTLY)}")
     return 0 if ok else 1
 
 
