@@ -644,3 +644,41 @@ def test_sim_packets_are_well_formed():
     assert simnet._icmp_checksum(echo) == 0
     with pytest.raises(ValueError, match="not one of"):
         simnet._config({"network": {"behaviour": "exfiltrate-everything"}})
+
+
+def _board_side_link(board) -> str:
+    """The board's end of its veth, inside the simulator's namespace."""
+    out = subprocess.run(["ip", "-n", board.namespace, "-j", "link", "show"], capture_output=True, text=True)
+    (name,) = [link["ifname"] for link in json.loads(out.stdout) if link["ifname"] != "lo"]
+    return name
+
+
+@root
+def test_a_board_whose_link_drops_during_the_window_is_unavailable_never_silent(sim):
+    # A bench board that reboots or loses power mid-window drops its port: the window's silence
+    # proves nothing, even when the link is back up by the end.
+    board = sim(behaviour="quiet", ipv6=False)
+    runid = _runid("carrier")
+    with CapturePoint(board.interface, board.address, runid) as cp:
+        cp.run_for(0.3)
+        peer = _board_side_link(board)
+        subprocess.run(["ip", "-n", board.namespace, "link", "set", peer, "down"], check=True)
+        time.sleep(0.3)
+        subprocess.run(["ip", "-n", board.namespace, "link", "set", peer, "up"], check=True)
+        cp.run_for(0.3)
+        with pytest.raises(CaptureUnavailable, match="lost its carrier during the window") as info:
+            cp.stop()
+    assert info.value.partial is not None and "carrier change(s)" in str(info.value)
+    _assert_gone(runid, board.interface)
+
+
+@root
+def test_a_board_whose_port_is_down_opens_no_window(sim, monkeypatch):
+    monkeypatch.setattr(netcap, "CARRIER_WAIT_S", 0.5)
+    board = sim(behaviour="quiet", ipv6=False)
+    subprocess.run(["ip", "-n", board.namespace, "link", "set", _board_side_link(board), "down"], check=True)
+    runid = _runid("nocarrier")
+    with pytest.raises(CaptureUnavailable, match="no carrier on .* within 0.5 s"):
+        with CapturePoint(board.interface, board.address, runid) as cp:
+            cp.run_for(0.1)
+    _assert_gone(runid, board.interface)

@@ -97,7 +97,7 @@ from typing import Any
 from harness.files import read_capped
 from harness.formats.pcap import PcapngWriter
 from harness.interfaces.netns import (
-    NETNS_DIR, NETNS_PREFIX, OWNER_DIR, CaptureUnavailable, delete_namespace, ip_json, link_exists,
+    NETNS_DIR, NETNS_PREFIX, OWNER_DIR, CaptureUnavailable, carrier, delete_namespace, ip_json, link_exists,
     max_mtu, privilege_problem, proc_starttime, promiscuity, receive_losses, remove_owner, restore_interface,
     return_interface, run_in_netns, run_ip, sweep_stale, tool_problem, write_owner, write_sysctls)
 from harness.interfaces.pktring import FrameCapture, PacketRing, open_packet_socket
@@ -125,6 +125,7 @@ __all__ = [
 # The longest window one capture may hold open: a soak plan watches a board for hours or days,
 # because real implants beacon far less often than the simulator.
 MAX_WINDOW_S = 7 * 86400
+CARRIER_WAIT_S = 10.0  # how long a NIC taken for a capture may take to see the board's port (autonegotiation)
 _RUNID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 
 
@@ -275,6 +276,7 @@ class CapturePoint:
         self._ns_created = False
         self._moved = False
         self._rx_losses_before: int | None = None
+        self._carrier_changes_before: int | None = None
         self._restore: dict[str, Any] = {}
         self._prev_handlers: dict[int, Any] = {}
         self._atexit_registered = False
@@ -432,6 +434,37 @@ class CapturePoint:
             run_ip("-n", ns, "link", "set", "dev", self.interface, "mtu", str(min(biggest, 65535)), check=False)
         self._rx_losses_before = receive_losses(self.interface, ns)
         run_ip("-n", ns, "link", "set", "dev", self.interface, "up")
+        self._carrier_changes_before = self._wait_for_carrier()
+
+    def _wait_for_carrier(self) -> int:
+        """Wait (up to CARRIER_WAIT_S: a real NIC negotiates for seconds) for the board's end of the
+        link, and return the carrier-change count the window starts from. A board whose port is
+        down, unplugged or off sends nothing: its silence would prove nothing, so no window opens."""
+        deadline = time.monotonic() + CARRIER_WAIT_S
+        while True:
+            up, changes = carrier(self.interface, self.namespace)
+            if up and changes is not None:
+                return changes
+            if time.monotonic() >= deadline:
+                raise CaptureUnavailable(
+                    f"no carrier on {self.interface} within {CARRIER_WAIT_S:g} s of taking it (carrier "
+                    f"{'unreadable' if up is None or changes is None else 'down'}): the board's port is "
+                    f"down, unplugged or powered off, and a window on a dead link proves nothing")
+            time.sleep(0.05)
+
+    def _carrier_problem(self) -> str | None:
+        """Why the board's link cannot be shown up for the whole window, or None: a board that
+        rebooted, lost power or reset its port during the window drops its carrier."""
+        up, changes = carrier(self.interface, self.namespace)
+        before = self._carrier_changes_before
+        if up is None or changes is None:
+            return f"the carrier of {self.interface} could not be read at the end of the window"
+        if not up or changes != before:
+            return (f"the board's link lost its carrier during the window ({self.interface}: carrier "
+                    f"{'down' if not up else 'up'} at the end, {changes - before if before is not None else '?'} "
+                    f"carrier change(s) since the window opened): the board rebooted, reset its port or "
+                    f"lost power, so what it did not send proves nothing")
+        return None
 
     def _confirm_promiscuous(self) -> None:
         count = promiscuity(self.interface, self.namespace)
@@ -507,6 +540,8 @@ class CapturePoint:
         events = tuple(self._sinkhole.events) if self._sinkhole is not None else ()
         error = (self._frames.error if self._frames is not None else None) or ("the capture thread did not finish within 10 s" if thread_stuck else None)
         result = None
+        if not error and self._moved:
+            error = self._carrier_problem()
         if not thread_stuck and self._writer is not None and self._frames is not None:
             c = self._frames.counts
             after = receive_losses(self.interface, self.namespace) if self._moved else None

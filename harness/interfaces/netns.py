@@ -270,6 +270,21 @@ def receive_losses(interface: str, namespace: str) -> int | None:
     return sum(rx[k] for k in _RX_LOSS)
 
 
+def carrier(interface: str, namespace: str) -> tuple[bool | None, int | None]:
+    """Whether `interface` in `namespace` has carrier (the kernel's LOWER_UP: the board's port is
+    up at the other end of the cable) and how many times its carrier has changed (`ip -s -s`:
+    carrier_changes). Each is None when it cannot be read; never an exception."""
+    try:
+        links = ip_json("-n", namespace, "-s", "-s", "link", "show", "dev", interface)
+    except CaptureUnavailable:
+        return None, None
+    link = links[0] if links and isinstance(links[0], dict) else {}
+    flags = link.get("flags")
+    up = ("LOWER_UP" in flags) if isinstance(flags, list) else None
+    changes = ((link.get("stats64") or {}).get("tx") or {}).get("carrier_changes")
+    return up, changes if isinstance(changes, int) and not isinstance(changes, bool) else None
+
+
 def max_mtu(interface: str, namespace: str) -> int | None:
     """The largest MTU the interface's driver accepts (`ip -d`'s max_mtu), or None."""
     links = ip_json("-n", namespace, "-d", "link", "show", "dev", interface)
