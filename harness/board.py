@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import interfaces
-from harness.interfaces.netns import proc_starttime, sweep_stale
+from harness.interfaces.netns import proc_starttime, process_alive, sweep_stale
 from harness.reference import Reference, load_reference
 from harness.verdict import ProbeError
 from harness.yamlio import Section, YamlError, load_yaml_file_with_digest
@@ -142,15 +142,6 @@ OWNER_FILE = "owner.json"       # in a simulator's workdir: the harness process 
 _WORKDIR_GRACE_S = 60.0         # a workdir without an owner file younger than this is being created
 
 
-def _process_alive(pid: Any, starttime: Any) -> bool:
-    """The process `pid` exists and is the one that started at `starttime` (not a reuse of its pid)."""
-    try:
-        start = proc_starttime(int(pid))
-    except (TypeError, ValueError):
-        return False
-    return start is not None and (starttime is None or start == starttime)
-
-
 _PF_EXITING = 0x4  # include/linux/sched.h: the task has begun to exit
 
 
@@ -186,11 +177,11 @@ def sweep_dead_simulators(tmp: str | Path | None = None) -> list[str]:
                 continue
             owner = _read_json(workdir / OWNER_FILE)
             if owner:
-                if _process_alive(owner.get("pid"), owner.get("starttime")):
+                if process_alive(owner.get("pid"), owner.get("starttime")):
                     continue
             elif time.time() - workdir.stat().st_mtime < _WORKDIR_GRACE_S:
                 continue
-            if _process_alive(_read_json(workdir / "ready.json").get("pid"), None):
+            if process_alive(_read_json(workdir / "ready.json").get("pid"), None):
                 continue  # its simulator still runs (it exits by itself once its harness is gone)
         except OSError:
             continue

@@ -30,6 +30,17 @@ def attestlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT)
 
 
+def namespaces() -> set[str]:
+    """The named network namespaces now (`ip netns list`): leftovers of a run show up here."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in listing.splitlines() if line.strip()}
+
+
+def link_exists(name: str) -> bool:
+    """A network interface of that name exists in the namespace the tests run in."""
+    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
+
+
 def lspci_available() -> bool:
     return shutil.which("lspci") is not None
 

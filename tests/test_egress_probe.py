@@ -35,7 +35,7 @@ from harness.results.keys import load_public_key
 from harness.verdict import Observation, ProbeError, Verdict
 from probes import egress, get_probe
 
-from conftest import BOARDS, ROOT, TEST_KEY, TEST_PUB, attestlab
+from conftest import BOARDS, ROOT, TEST_KEY, TEST_PUB, attestlab, link_exists, namespaces
 from test_flows_policy import dns_query, ipv4, udp
 
 REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
@@ -63,25 +63,16 @@ def _offline(tmp_path: Path, frames, name: str = "tap.pcapng", **kw) -> Observat
     return _judge_file(tmp_path, path)
 
 
-def _netns() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def _link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
-
-
 def _assert_no_leftovers(capture_facts: dict) -> None:
     """The capture namespace, the simulated board's namespace and its veth are gone."""
-    names = _netns()
+    names = namespaces()
     assert capture_facts["namespace"] not in names, names
     sim_pid = capture_facts["interface"].removeprefix("asim")
     assert f"attestlab-sim-{sim_pid}" not in names, names
     deadline = time.monotonic() + 5
-    while _link_exists(capture_facts["interface"]) and time.monotonic() < deadline:
+    while link_exists(capture_facts["interface"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _link_exists(capture_facts["interface"])
+    assert not link_exists(capture_facts["interface"])
 
 
 # -- formats: the capture side's MAC in the pcapng, the analysis as plain data ---------------------

@@ -28,7 +28,7 @@ from harness.board import OWNER_FILE, SIM_WORKDIR_PREFIX, Board, sweep_dead_simu
 from harness.results.bundle import verify_result
 from harness.results.keys import load_public_key
 
-from conftest import BOARDS, PLAN, ROOT, TEST_KEY, TEST_PUB, needs_root
+from conftest import BOARDS, PLAN, ROOT, TEST_KEY, TEST_PUB, link_exists, namespaces, needs_root
 
 EGRESS_WINDOW_S = 3
 
@@ -57,11 +57,6 @@ def simulator_of(harness_pid: int) -> tuple[int, Path]:
     raise AssertionError(f"no simulator workdir owned by {harness_pid}")
 
 
-def namespaces() -> set[str]:
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in listing.splitlines() if line.strip()}
-
-
 def process_running(pid: int) -> bool:
     """Not gone and not a zombie (a zombie waits only for its parent, the harness, to reap it)."""
     try:
@@ -69,10 +64,6 @@ def process_running(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
-
-
-def link_in_home_namespace(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
 
 
 def parse_time(text: str) -> datetime:
@@ -96,7 +87,7 @@ def run_killing_board(tmp_path: Path, requirement_ids: list[str], at_step: str, 
             time.sleep(0.02)
         sim_pid, workdir = simulator_of(proc.pid)
         if in_window:  # the capture point moves the host end of the board's link into its namespace
-            while link_in_home_namespace(f"asim{sim_pid}"):
+            while link_exists(f"asim{sim_pid}"):
                 assert proc.poll() is None and time.monotonic() < deadline, "the window never began"
                 time.sleep(0.05)
             time.sleep(1.0)
@@ -122,7 +113,7 @@ def assert_fault_handled(tmp_path, requirement_ids, at_step, sig=signal.SIGKILL,
     # nothing of the dead board is left behind
     assert not workdir.exists()
     assert f"attestlab-sim-{sim_pid}" not in namespaces()
-    assert not link_in_home_namespace(f"asim{sim_pid}")
+    assert not link_exists(f"asim{sim_pid}")
     # the result verifies, and it is what this run decided
     assert len(envelopes) == 1
     record = verify_result(envelopes[0], load_public_key(TEST_PUB)).record
@@ -275,7 +266,7 @@ def test_a_run_interrupted_in_the_egress_window_keeps_the_partial_capture(tmp_pa
             assert proc.poll() is None and time.monotonic() < deadline, "the egress step never began"
             time.sleep(0.02)
         sim_pid, workdir = simulator_of(proc.pid)
-        while link_in_home_namespace(f"asim{sim_pid}"):  # the capture point has taken the link
+        while link_exists(f"asim{sim_pid}"):  # the capture point has taken the link
             assert proc.poll() is None and time.monotonic() < deadline, "the window never began"
             time.sleep(0.05)
         time.sleep(1.0)
@@ -296,4 +287,4 @@ def test_a_run_interrupted_in_the_egress_window_keeps_the_partial_capture(tmp_pa
     blob = json.loads((envelope.parent / "evidence" / stats[0]["sha256"]).read_bytes())
     assert blob["error"].startswith("window interrupted")
     assert not workdir.exists() and f"attestlab-sim-{sim_pid}" not in namespaces()
-    assert not link_in_home_namespace(f"asim{sim_pid}")
+    assert not link_exists(f"asim{sim_pid}")

@@ -26,6 +26,8 @@ from harness.interfaces.sinkhole import dns_response
 from harness.verdict import ProbeError
 from fixtures.sim import network as simnet
 
+from conftest import link_exists
+
 ROOT = Path(__file__).resolve().parent.parent
 BOARD_MAC = "02:00:5e:10:00:02"
 BOARD_MAC_BYTES = bytes.fromhex(BOARD_MAC.replace(":", ""))
@@ -102,15 +104,11 @@ def sim(tmp_path):
     for s in started:
         s.stop()
         assert not (netcap.NETNS_DIR / s.namespace).exists()
-        assert not _link_exists(s.interface), f"{s.interface} left behind"
+        assert not link_exists(s.interface), f"{s.interface} left behind"
 
 
 def _runid(tag: str) -> str:
     return f"t{os.getpid()}-{tag}"
-
-
-def _link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
 
 
 def _link_up(name: str) -> bool:
@@ -124,7 +122,7 @@ def _assert_gone(cp_runid: str, interface: str | None = None) -> None:
     assert ns not in listed
     assert not (netcap.OWNER_DIR / f"{ns}.json").exists()
     if interface:
-        assert _link_exists(interface), f"{interface} did not come back to the root namespace"
+        assert link_exists(interface), f"{interface} did not come back to the root namespace"
         assert not _link_up(interface), f"{interface} should be back in its original (down) state"
 
 
@@ -182,7 +180,7 @@ def test_phone_home_reveals_dns_name_and_sni_through_the_sinkhole(sim, tmp_path)
     runid = _runid("phone")
     with CapturePoint(board.interface, board.address, runid, sinkhole=True) as cp:
         assert (netcap.NETNS_DIR / f"attestlab-{runid}").exists()
-        assert not _link_exists(board.interface)  # it is inside the capture namespace now
+        assert not link_exists(board.interface)  # it is inside the capture namespace now
         cp.run_for(2.0)
         res = cp.stop()
     _assert_gone(runid, board.interface)
@@ -379,14 +377,14 @@ def test_sweep_stale_removes_killed_simulator(tmp_path):
     board = Sim({"behaviour": "quiet"}, tmp_path)
     board.proc.kill()
     board.proc.wait(10)
-    assert (netcap.NETNS_DIR / board.namespace).exists() and _link_exists(board.interface)
+    assert (netcap.NETNS_DIR / board.namespace).exists() and link_exists(board.interface)
     assert board.namespace in sweep_stale()
     assert not (netcap.NETNS_DIR / board.namespace).exists()
     assert not (netcap.OWNER_DIR / f"{board.namespace}.json").exists()
     deadline = time.monotonic() + 5
-    while _link_exists(board.interface) and time.monotonic() < deadline:
+    while link_exists(board.interface) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _link_exists(board.interface)
+    assert not link_exists(board.interface)
 
 
 @root

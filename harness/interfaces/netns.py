@@ -132,16 +132,18 @@ def proc_starttime(pid: int) -> int | None:
         return None
 
 
-def _owner_alive(owner: dict[str, Any]) -> bool:
+def process_alive(pid: Any, starttime: Any) -> bool:
+    """The process `pid` exists and is the one that started at `starttime` (None: any start),
+    not a later process that reuses its pid. Anything malformed is not alive."""
     try:
-        pid = int(owner["pid"])
-    except (KeyError, TypeError, ValueError):
+        start = proc_starttime(int(pid))
+        return start is not None and (starttime is None or int(starttime) == start)
+    except (TypeError, ValueError):
         return False
-    start = proc_starttime(pid)
-    if start is None:
-        return False
-    recorded = owner.get("starttime")
-    return recorded is None or int(recorded) == start
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    return process_alive(owner.get("pid"), owner.get("starttime"))
 
 
 def _owner_path(namespace: str) -> Path:
