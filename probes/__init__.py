@@ -24,6 +24,7 @@ PROBES: tuple[str, ...] = (
     "pcie_identity",
     "pcie_capabilities",
     "firmware_dump",
+    "option_rom",
     "console_audit",
     "egress",
 )

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import BOARDS, PCIE_PLAN as PLAN, ROOT, TEST_KEY, TEST_PUB, attestlab
+from conftest import BOARDS, PCIE_PLAN as PLAN, ROOT, TEST_KEY, TEST_PUB, attestlab, signed_reference
 
 REFERENCE = BOARDS.parent / "references" / "nvidia-h100-sxm5-80gb.yaml"
 
@@ -31,7 +31,7 @@ def board_missing_capability_reference(tmp_path):
     reference = tmp_path / "ref.yaml"
     reference.write_text(REFERENCE.read_text().split("  capabilities:")[0])
     board = tmp_path / "board.yaml"
-    board.write_text(f"board:\n  name: no-cap-ref\n  simulated: clean\n  reference: {reference}\n")
+    board.write_text(f"board:\n  name: no-cap-ref\n  simulated: clean\n  reference: {signed_reference(reference)}\n")
     return board
 
 

@@ -8,12 +8,18 @@ within one run.
 
 Reading `config` as a non-root user returns only the first 64 (sometimes 256) bytes; the
 decoder then sees no extended capabilities, and `extended_config_readable` says so.
+
+`read_rom` reads the option ROM from `rom` (root only), switching it on and, always, off again
+around the read (docs/firmware-integrity.md).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +28,25 @@ from harness.verdict import ProbeError
 SYSFS_PCI_DEVICES = Path("/sys/bus/pci/devices")
 _BDF = re.compile(r"^(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$")
 _MAX_ATTRIBUTE_BYTES = 64 * 1024
+MAX_ROM_BYTES = 16 << 20  # a ROM BAR decodes at most 16 MiB on every board we know of
+ROM_READ_TIMEOUT_S = 60.0  # a ROM reads at a few MB/s at worst: 16 MiB well within it
+_ROM_CHUNK = 64 * 1024
 
 
 class PcieUnavailable(ProbeError):
     """The PCIe function cannot be read (missing, unplugged, permission)."""
+
+
+class RomUnavailable(PcieUnavailable):
+    """The function has no `rom` file: it exposes no option ROM (no ROM BAR, or a hypervisor hides it)."""
+
+
+class RomReadError(PcieUnavailable):
+    """The `rom` file exists but could not be read, or not restored; `data` holds what was read."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data
 
 
 @dataclass(frozen=True)
@@ -131,8 +152,109 @@ class PcieFunction:
         link = self.path / "driver"
         return Path(os.readlink(link)).name if link.is_symlink() else None
 
+    def read_rom(self, max_size: int = MAX_ROM_BYTES, enable: bool | None = None,
+                 timeout_s: float = ROM_READ_TIMEOUT_S) -> bytes:
+        """The option ROM as the kernel exposes it in `rom`: at most `max_size` bytes, within `timeout_s`.
+
+        The kernel shows the ROM only while it is enabled: "1" is written before the read and
+        "0" after it, always, also when the read fails (a ROM BAR left decoding can shadow the
+        function's MMIO on some boards). Both are written with their newline: kernels before
+        6.x disable only on exactly "0\n" and take any other write, a bare "0" too, as enable.
+        `enable` None writes only where the file lies in sysfs: in a capture or a simulated
+        tree `rom` is a plain file, which a write would overwrite, and which reads without it.
+        The read goes in 64 KiB pieces (the kernel maps the ROM for each); a board that answers
+        so slowly that the pieces outlast `timeout_s` is stopped between two of them.
+        """
+        path = self.path / "rom"
+        if not os.path.lexists(path):
+            raise RomUnavailable(f"{self.path}: no 'rom' file: the function exposes no option ROM (no ROM "
+                                 f"BAR, or a hypervisor that passes the function through hides it)")
+        if enable is None:
+            enable = os.path.realpath(path).startswith("/sys/")
+        if enable:
+            self._write_rom_switch(path, b"1\n", "enable")
+        chunks: list[bytes] = []
+        failure = None
+        try:
+            failure = _read_rom_file(path, max_size + 1, time.monotonic() + timeout_s, chunks)
+        finally:
+            if enable:
+                try:
+                    self._write_rom_switch(path, b"0\n", "disable")
+                except RomReadError as exc:
+                    why = f"{failure}; then " if failure else ""
+                    raise RomReadError(f"{why}{exc} (the ROM may stay enabled: echo 0 > {path})",
+                                       b"".join(chunks)[:max_size]) from None
+        data = b"".join(chunks)
+        if failure:
+            raise RomReadError(failure, data[:max_size])
+        if not data:
+            raise RomReadError(f"{path}: read 0 bytes: the kernel shows an empty ROM")
+        if len(data) > max_size:
+            raise RomReadError(f"{path}: longer than {max_size} bytes: not read further (raise max_size "
+                               f"if the product's ROM is larger)", data[:max_size])
+        return data
+
+    @staticmethod
+    def _write_rom_switch(path: Path, value: bytes, what: str) -> None:
+        try:
+            # O_NONBLOCK: a FIFO planted in place of `rom` must not hang the open; never O_TRUNC.
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise RomReadError(f"{path}: cannot {what} the ROM (write {value.strip().decode()}): "
+                               f"{exc.strerror or exc}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RomReadError(f"{path}: not a regular file: refused to {what} the ROM through it")
+            written = os.write(fd, value)
+            if written != len(value):
+                raise RomReadError(f"{path}: cannot {what} the ROM: wrote {written} of {len(value)} bytes")
+        except OSError as exc:
+            raise RomReadError(f"{path}: cannot {what} the ROM (write {value.strip().decode()}): "
+                               f"{exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         """Nothing is held open between reads; present so every interface closes alike."""
+
+
+def _read_rom_file(path: Path, limit: int, deadline: float, chunks: list[bytes]) -> str | None:
+    """Read `path` into `chunks` (at most `limit` bytes, until `deadline`); why it failed, or None.
+    What was read before a failure stays in `chunks`."""
+    try:
+        # O_NONBLOCK: a FIFO planted in place of `rom` must not hang the open before fstat refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        return _rom_read_failure(path, exc)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+            return f"{path}: cannot read: {kind}, not a regular file: refused unread"
+        total = 0
+        while total < limit:
+            try:
+                chunk = os.read(fd, min(_ROM_CHUNK, limit - total))
+            except OSError as exc:
+                return _rom_read_failure(path, exc) + (f" after {total} bytes" if total else "")
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            total += len(chunk)
+            if time.monotonic() > deadline:
+                return f"{path}: the read took too long: stopped after {total} bytes"
+        return None
+    finally:
+        os.close(fd)
+
+
+def _rom_read_failure(path: Path, exc: OSError) -> str:
+    """What a failed read of `rom` means, in the kernel's terms (drivers/pci/pci-sysfs.c, rom.c)."""
+    why = {errno.EIO: "the kernel could not map the ROM (EIO): its first image has no 55 AA signature, "
+                      "or the ROM BAR is not assigned",
+           errno.EINVAL: "the kernel refused the read (EINVAL): the ROM was not enabled"}.get(exc.errno)
+    return f"{path}: cannot read: {why or exc.strerror or exc}"
 
 
 def open_pcie(settings: dict) -> PcieFunction:

@@ -40,6 +40,7 @@ from harness.evidence import EvidenceStore
 from harness.files import read_capped
 from harness.plan import Plan
 from harness.results.canonical import canonical_json
+from harness.formats.dsse import strict_json as _strict_json  # no key twice: two readers, two values
 from harness.results.dsse import INTOTO_PAYLOAD_TYPE, VerificationError, sign_envelope, verify_envelope
 from harness.results.keys import keyid
 from harness.results.record import (BOARD_SUBJECT_PREFIX, RECORD_TYPE, STATEMENT_TYPE, RunRecord,
@@ -56,20 +57,6 @@ MIN_FREE_BYTES = 32 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
 MAX_BLOB_BYTES = 1 << 30  # no probe stores more; a bigger "blob" is not ours
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON objects with a key twice are refused: two readers could see two different values."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _strict_json(data: bytes) -> Any:
-    return json.loads(data, object_pairs_hook=_unique_keys)
 
 
 class OutputError(Exception):

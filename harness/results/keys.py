@@ -1,33 +1,27 @@
 """Lab signing keys: Ed25519, PEM (PKCS#8 private, SubjectPublicKeyInfo public).
 
-The key id is the SHA-256 of the public key's DER SubjectPublicKeyInfo, in hex: any verifier
-can recompute it from the public key alone.
+The key id (`keyid`, harness/formats/dsse.py) is the SHA-256 of the public key's DER
+SubjectPublicKeyInfo, in hex: any verifier can recompute it from the public key alone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from harness.files import read_capped
+from harness.formats.dsse import KeyFormatError, PrivateKey, keyid, private_key_from_pem, public_key_from_pem
 
 _MAX_KEY_BYTES = 64 * 1024  # a PEM key is a few hundred bytes
 
 
 class KeyError_(ValueError):
     """A key file is missing, unreadable, or not an Ed25519 key."""
-
-
-def keyid(public_key: Ed25519PublicKey) -> str:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:
@@ -71,15 +65,17 @@ def _check_private(path: str | Path) -> None:
                         f"not be accessible by others; run: chmod 600 {shlex.quote(str(path))}")
 
 
-def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+def load_private_key(path: str | Path, kinds: tuple[type, ...] = (Ed25519PrivateKey,)) -> PrivateKey:
+    """The private key in `path`, refused when others can read it or it is not one of `kinds`
+    (results are signed with Ed25519; reference profiles may also be signed with ECDSA)."""
     _check_private(path)
     data = _read(path, "private key")
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyError_(f"{path}: not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{path}: a {type(key).__name__}; attestlab signs with Ed25519 keys "
+        key = private_key_from_pem(data, str(path))
+    except KeyFormatError as exc:
+        raise KeyError_(str(exc)) from None
+    if not isinstance(key, kinds):
+        raise KeyError_(f"{path}: a {type(key).__name__.lstrip('_')}; attestlab signs results with Ed25519 keys "
                         f"('attestlab keys generate' makes one)")
     return key
 
@@ -87,9 +83,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     data = _read(path, "public key")
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyError_(f"{path}: not a PEM public key ({exc})") from None
+        key = public_key_from_pem(data, str(path))
+    except KeyFormatError as exc:
+        raise KeyError_(str(exc)) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyError_(f"{path}: a {type(key).__name__}, not an Ed25519 public key")
+        raise KeyError_(f"{path}: a {type(key).__name__.lstrip('_')}, not an Ed25519 public key")
     return key
