@@ -26,7 +26,8 @@ from typing import Any
 
 from harness import interfaces
 from harness.interfaces.netns import proc_starttime, process_alive, sweep_stale
-from harness.reference import Reference, load_reference
+from harness.reference import Reference, load_board_reference
+from harness.reference.trust import load_lab_trust
 from harness.verdict import ProbeError
 from harness.yamlio import Section, YamlError, load_yaml_file_with_digest
 
@@ -73,6 +74,20 @@ def _matching(section: Section, key: str, pattern: re.Pattern, what: str, requir
     return value
 
 
+def _resolve_supplied_files(serial: dict[str, Any] | None, base: Path) -> None:
+    """A `file` transfer's image paths are relative to the board config, as `board.reference` is
+    (not to wherever attestlab runs). Their shape is checked where the transfer is (serial_transfer)."""
+    transfer = serial.get("transfer") if isinstance(serial, dict) else None
+    regions = transfer.get("regions") if isinstance(transfer, dict) else None
+    if not isinstance(regions, dict):
+        return
+    transfer = serial["transfer"] = {**transfer, "regions": dict(regions)}
+    for name, spec in regions.items():
+        if isinstance(spec, dict) and isinstance(spec.get("file"), str) and spec["file"] \
+                and not Path(spec["file"]).is_absolute():
+            transfer["regions"][name] = {**spec, "file": str(base / spec["file"])}
+
+
 def load_board_config(path: str | Path) -> BoardConfig:
     """Read and validate a board config; every mistake is a YamlError `file:line: field: why`.
 
@@ -98,6 +113,7 @@ def load_board_config(path: str | Path) -> BoardConfig:
                 if not isinstance(key, str):
                     raise settings.error(key, "setting names are strings")
             found[kind] = dict(settings.data)
+    _resolve_supplied_files(found.get("serial"), path.parent)
     simulated = _matching(board, "simulated", _VARIANT, "a simulator profile name (letters, digits, _ -)",
                           required=False)
     if not found and not simulated:
@@ -325,10 +341,13 @@ class Board:
         self._pcie_answered = False   # a bench board's PCIe function has shown it alive in this run
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Board":
+    def from_file(cls, path: str | Path, trust: str | Path | None = None) -> "Board":
+        """The board of a config file, with its reference profile judged by the lab's trust file
+        (`trust`, else the default locations of harness/reference/trust.py)."""
         config = load_board_config(path)
+        lab_trust = load_lab_trust(trust)  # a bad trust file: TrustError (a YamlError), no verdict
         try:
-            reference = load_reference(config.reference_path)
+            reference = load_board_reference(config.reference_path, lab_trust)
         except YamlError as exc:
             raise YamlError(f"{config.path}: board.reference: {exc}") from None
         return cls(config, reference)
@@ -410,8 +429,7 @@ class Board:
             "config": {"path": display_path(self.config.path), "sha256": self.config.sha256},
             "simulated": self.config.simulated,
             "pins": self.config.pins,
-            "reference": {"product": self.reference.product, "path": display_path(self.reference.path),
-                          "sha256": self.reference.sha256},
+            "reference": {"path": display_path(self.reference.path), **self.reference.as_record()},
         }
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ Commands:
   attestlab serial show TRANSCRIPT                                    print a console transcript (evidence) readably
   attestlab egress analyze CAPTURE --policy POLICY [--json]           judge a pcap/pcapng against an egress policy
   attestlab keys generate --out PREFIX                                make an Ed25519 lab key pair
+  attestlab reference sign|verify|show PROFILE                        signed reference profiles
 
 Exit codes of `run`: 0 PASS, 1 FAIL (the board violates a requirement), 2 ERROR (could not
 decide: a timeout, a disconnect, malformed data, a missing reference, a bad plan or board).
@@ -15,7 +16,6 @@ decide: a timeout, a disconnect, malformed data, a missing reference, a bad plan
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -63,12 +63,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyError_ as exc:
         print(f"attestlab run: --key: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    trust_problem = _trust_problem(args.trust)
+    if trust_problem:
+        print(f"attestlab run: {trust_problem}", file=sys.stderr)
+        return EXIT_ERROR
     pytest_args = [str(args.plan), f"--board={args.board}", f"--attestlab-key={args.key}",
                    f"--attestlab-out={args.out}", "-p", "no:cacheprovider",
+                   # hypothesis (a test dependency, if installed) has nothing to do in a run: its
+                   # plugin would import it at the summary, seconds of nothing
+                   "-p", "no:hypothesispytest",
                    # harness is imported before pytest starts when run as `python -m harness.cli`
                    "-W", "ignore::pytest.PytestAssertRewriteWarning", "--rootdir", str(Path(args.plan).parent)]
     if args.run_id:
         pytest_args.append(f"--attestlab-run-id={args.run_id}")
+    if args.trust:
+        pytest_args.append(f"--attestlab-trust={args.trust}")
     if args.junitxml:
         pytest_args.append(f"--junitxml={args.junitxml}")
     pytest_args += ["-q"] if args.quiet else ["-v"]
@@ -113,26 +122,46 @@ def _expectation_text(expectation: dict) -> str:
     return "expectation: not recorded"
 
 
+def _signer_text(reference: dict) -> str:
+    """Who signed the reference profile a record used, as the record says it."""
+    signer = reference.get("signer") if isinstance(reference.get("signer"), dict) else None
+    if signer:
+        trust = signer.get("trust_file") if isinstance(signer.get("trust_file"), dict) else {}
+        return (f"profile signed by {signer.get('name')} ({signer.get('algorithm')} key {signer.get('keyid')}), "
+                f"trusted by {trust.get('name')} ({trust.get('path')})")
+    if reference.get("untrusted"):
+        return f"profile NOT TRUSTED in this run: {reference.get('untrusted')}"
+    return "profile signer: not recorded (a record from before signed profiles)"
+
+
+def _not_verified(args: argparse.Namespace, reason: str, status: int, *, signature_verified: bool = False) -> int:
+    """`verify` could not verify: why, on stderr, and with --json as a JSON verdict on stdout too."""
+    print(f"NOT VERIFIED: {reason}" if not signature_verified else f"attestlab verify: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"verified": False, "signature_verified": signature_verified, "reason": reason,
+                          "envelope": args.envelope}, indent=2))
+    return status
+
+
 def _verify_against(args: argparse.Namespace, record: dict) -> tuple[int, list[str]]:
     """Problems with --plan / --reference: (exit status for bad input or 0, mismatches)."""
-    from harness.files import read_capped
     from harness.plan import load_plan
+    from harness.reference import profile_digest
     from harness.results.bundle import plan_mismatches, reference_mismatches
-    from harness.yamlio import MAX_YAML_BYTES, YamlError
+    from harness.yamlio import YamlError
 
     problems: list[str] = []
     if args.plan:
         try:
             problems += plan_mismatches(record, load_plan(args.plan))
         except YamlError as exc:
-            print(f"attestlab verify: --plan {exc}", file=sys.stderr)
-            return EXIT_ERROR, []
+            return _not_verified(args, f"--plan {exc}", EXIT_ERROR, signature_verified=True), []
     if args.reference:
         try:
-            digest = hashlib.sha256(read_capped(args.reference, MAX_YAML_BYTES)).hexdigest()
+            digest = profile_digest(args.reference)  # the YAML's, or the payload's of its signed envelope
         except OSError as exc:
-            print(f"attestlab verify: --reference {args.reference}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_ERROR, []
+            return _not_verified(args, f"--reference {args.reference}: {exc.strerror or exc}", EXIT_ERROR,
+                                 signature_verified=True), []
         problems += reference_mismatches(record, digest, args.reference)
     return 0, problems
 
@@ -145,8 +174,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         verified = verify_result(args.envelope, load_public_key(args.pubkey))
     except (VerificationError, KeyError_) as exc:
-        print(f"NOT VERIFIED: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return _not_verified(args, str(exc), EXIT_FAIL)
     record = verified.record
     status, mismatches = _verify_against(args, record)
     if status:
@@ -167,7 +195,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "expectations_from_plan": from_plan,
                           "tests": [{k: t.get(k) for k in ("nodeid", "outcome", "verdict")}
                                     for t in record.get("tests", [])],
-                          "mismatches": mismatches}, indent=2))
+                          "mismatches": mismatches,
+                          **({"reason": f"not from the given files: {'; '.join(mismatches)}"} if mismatches else {})},
+                         indent=2))
         return EXIT_FAIL if mismatches else EXIT_PASS
     declared = [s for r in plan.get("requirements") or [] for s in r.get("steps") or []]
     print(f"verified: {verified.envelope}")
@@ -177,6 +207,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"requirement(s), {len(declared)} step(s)")
     reference = board.get("reference") if isinstance(board.get("reference"), dict) else {}
     print(f"  reference profile {reference.get('path')} sha256 {reference.get('sha256')}")
+    print(f"  {_signer_text(reference)}")
     for req in record.get("requirements", []):
         print(f"  {req.get('verdict'):<6} {req.get('id')}")
         for step in req.get("steps", []):
@@ -361,16 +392,127 @@ def cmd_egress_analyze(args: argparse.Namespace) -> int:
 
 def cmd_serial_show(args: argparse.Namespace) -> int:
     from harness.files import read_capped
-    from harness.interfaces.serial import MAX_TRANSCRIPT_BYTES, Transcript
+    from harness.interfaces.transcript import MAX_TRANSCRIPT_BYTES, render_jsonl
 
+    limit = args.max_chunk_bytes if args.max_chunk_bytes > 0 else None
     try:
-        transcript = Transcript.from_jsonl(read_capped(args.transcript, MAX_TRANSCRIPT_BYTES))
+        # Checked whole before a line is printed, then printed a record at a time (render_jsonl).
+        render_jsonl(read_capped(args.transcript, MAX_TRANSCRIPT_BYTES), sys.stdout.write,
+                     max_chunk_bytes=limit, numbered=True)
     except (OSError, ValueError) as exc:  # FileRefused (a FIFO, /dev/zero, too large) is an OSError
         print(f"attestlab serial show: {args.transcript}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    limit = args.max_chunk_bytes if args.max_chunk_bytes > 0 else None
-    sys.stdout.write(transcript.render_text(max_chunk_bytes=limit, numbered=True))
     return EXIT_PASS
+
+
+def _trust_problem(trust: str | None) -> str | None:
+    """Why the lab's trust file (--trust, else the default locations) cannot be used; None if it can
+    or there is none (then every reference profile is untrusted, and says so in each step)."""
+    from harness.reference.trust import TrustError, load_lab_trust
+
+    try:
+        load_lab_trust(trust)
+    except TrustError as exc:
+        return f"trust file: {exc}"
+    return None
+
+
+def _signed_profile(path: str, trust_path: str | None, at: str | None):
+    """(Reference, envelope) of a signed profile judged by a trust file; ValueError/OSError if unusable."""
+    from datetime import datetime, timezone
+
+    from harness.files import read_capped
+    from harness.reference import MAX_ENVELOPE_BYTES, load_board_reference
+    from harness.reference.signed import parse_profile_envelope
+    from harness.reference.trust import load_lab_trust
+
+    when = datetime.now(timezone.utc)
+    if at:
+        when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            raise ValueError(f"--at {at}: give a time with its zone (Z or +HH:MM)")
+    trust = load_lab_trust(trust_path)
+    reference = load_board_reference(path, trust, when)
+    try:
+        envelope = parse_profile_envelope(read_capped(path, MAX_ENVELOPE_BYTES))
+    except ValueError:
+        envelope = None
+    return reference, envelope, trust
+
+
+def cmd_reference_sign(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from harness.files import read_capped
+    from harness.formats.dsse import algorithm_of, keyid
+    from harness.formats.x509chain import ChainError, load_pem_certificates
+    from harness.reference import load_reference
+    from harness.reference.signed import envelope_json, sign_profile
+    from harness.results.keys import KeyError_, load_private_key
+    from harness.yamlio import MAX_YAML_BYTES, YamlError
+
+    out = Path(args.out) if args.out else Path(args.profile).with_suffix(".dsse.json")
+    try:
+        load_reference(args.profile)  # only a valid profile is signed: its errors are the author's to fix
+        profile = read_capped(args.profile, MAX_YAML_BYTES)
+        key = load_private_key(args.key, kinds=(Ed25519PrivateKey, EllipticCurvePrivateKey))
+        chain = None
+        if args.x509_chain:
+            chain = read_capped(args.x509_chain, 64 * 1024).decode("ascii", "replace")
+            leaf = load_pem_certificates(chain, args.x509_chain)[0]
+            if keyid(leaf.public_key()) != keyid(key.public_key()):
+                raise KeyError_(f"{args.x509_chain}: its first certificate (the leaf) holds another key than {args.key}")
+        envelope = sign_profile(profile, key, chain)
+        out.write_bytes(envelope_json(envelope))
+    except (OSError, YamlError, KeyError_, ChainError) as exc:
+        print(f"attestlab reference sign: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {out}: {args.profile} signed with {algorithm_of(key)} key {keyid(key.public_key())}")
+    return EXIT_PASS
+
+
+def cmd_reference_verify(args: argparse.Namespace) -> int:
+    try:
+        reference, _, trust = _signed_profile(args.envelope, args.trust, args.at)
+    except (OSError, ValueError) as exc:  # TrustError and YamlError are ValueErrors
+        print(f"attestlab reference verify: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if reference.untrusted:
+        print(f"NOT TRUSTED: {args.envelope}: {reference.untrusted}", file=sys.stderr)
+        return EXIT_FAIL
+    signer = reference.signed_by
+    print(f"trusted: {args.envelope}: {reference.product}")
+    print(f"  signed by {signer.signer} ({signer.algorithm} key {signer.keyid}) of trust file {trust.path} "
+          f"({trust.name})" + (f"; X.509 leaf {signer.x509['leaf']} under {signer.x509['anchor']}" if signer.x509 else ""))
+    print(f"  profile sha256 {reference.sha256}; {len(reference.components)} firmware component(s)")
+    return EXIT_PASS
+
+
+def cmd_reference_show(args: argparse.Namespace) -> int:
+    from harness.progress import terminal_safe
+
+    try:
+        reference, envelope, trust = _signed_profile(args.envelope, args.trust, None)
+    except (OSError, ValueError) as exc:
+        print(f"attestlab reference show: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"# {args.envelope}")
+    if envelope is None:
+        print("# not signed: " + terminal_safe(reference.untrusted))
+        return EXIT_FAIL
+    for n, sig in enumerate(envelope.signatures):
+        chain = " (with an X.509 chain)" if "x509_chain" in sig.extra else ""
+        print(f"# signature {n}: keyid {terminal_safe(str(sig.keyid))}{chain}")
+    if reference.untrusted:
+        print(f"# NOT TRUSTED{f' by {trust.path}' if trust else ''}: {terminal_safe(reference.untrusted)}")
+    else:
+        s = reference.signed_by
+        print(f"# trusted: signed by {s.signer} ({s.algorithm}, key {s.keyid}) of trust file {trust.path}")
+    print(f"# profile sha256 {reference.sha256}")
+    text = envelope.payload.decode("utf-8", "replace")
+    sys.stdout.write("\n".join(terminal_safe(line) for line in text.split("\n")))
+    return EXIT_FAIL if reference.untrusted else EXIT_PASS
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -404,7 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="results directory (default: results/)")
     run.add_argument("--run-id", help="name of this run's directory (default: time-board-random)")
     run.add_argument("--junitxml", help="also write a JUnit XML report here")
-    run.add_argument("-q", "--quiet", action="store_true", help="less output from pytest")
+    run.add_argument("--trust", metavar="TRUST.yaml",
+                     help="the lab's trust file: who may sign reference profiles (default: $ATTESTLAB_TRUST, "
+                          "else ~/.config/attestlab/trust.yaml, else /etc/attestlab/trust.yaml; without one "
+                          "every step that uses the reference is ERROR)")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="less output from pytest, and no status line (on a terminal, the step under way "
+                          "and what long work reports, e.g. the egress window, is shown in place)")
     run.set_defaults(func=cmd_run)
 
     verify = sub.add_parser("verify", help="verify a signed result and every evidence blob",
@@ -450,6 +598,32 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="path prefix, e.g. lab → lab.key and lab.pub")
     gen.add_argument("--force", action="store_true", help="overwrite existing files")
     gen.set_defaults(func=cmd_keys_generate)
+
+    reference = sub.add_parser("reference", help="signed reference profiles").add_subparsers(
+        dest="reference_command", required=True, metavar="TOOL")
+    sign = reference.add_parser("sign", help="sign a reference profile (YAML) as a DSSE envelope",
+                                description="Check PROFILE.yaml is a valid reference profile and write its "
+                                            "DSSE envelope (docs/firmware-integrity.md). Exit 0 written, 2 not.")
+    sign.add_argument("profile", metavar="PROFILE.yaml")
+    sign.add_argument("--key", required=True, help="the signer's private key (PEM: Ed25519, ECDSA P-256 or P-384)")
+    sign.add_argument("--x509-chain", metavar="CHAIN.pem",
+                      help="the signer's certificate chain, leaf first, for labs that pin an X.509 anchor")
+    sign.add_argument("--out", metavar="OUT.dsse.json", help="default: PROFILE.dsse.json next to the profile")
+    sign.set_defaults(func=cmd_reference_sign)
+    rverify = reference.add_parser("verify", help="is a signed profile trusted by a trust file?",
+                                   description="Exit 0 trusted, 1 not trusted (unsigned, bad signature, "
+                                               "untrusted or expired signer, chain outside validity), 2 bad input.")
+    rverify.add_argument("envelope", metavar="PROFILE.dsse.json")
+    rverify.add_argument("--trust", required=True, metavar="TRUST.yaml", help="the lab's trust file")
+    rverify.add_argument("--at", metavar="TIME", help="judge at this time (ISO 8601 with zone) instead of now")
+    rverify.set_defaults(func=cmd_reference_verify)
+    rshow = reference.add_parser("show", help="print a signed profile and who signed it",
+                                 description="Print the signatures, the trust decision (with --trust, or "
+                                             "the default trust file) and the profile's YAML. Exit 0 trusted, "
+                                             "1 not trusted, 2 unreadable.")
+    rshow.add_argument("envelope", metavar="PROFILE.dsse.json")
+    rshow.add_argument("--trust", metavar="TRUST.yaml", help="the lab's trust file (default: as for run)")
+    rshow.set_defaults(func=cmd_reference_show)
 
     egress = sub.add_parser("egress", help="network egress tools").add_subparsers(
         dest="egress_command", required=True, metavar="TOOL")

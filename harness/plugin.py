@@ -5,9 +5,15 @@
 
 A plan file is collected as requirements, each with one test item per step
 (`level1.yaml::<requirement>::<step>`). Verdicts map onto pytest outcomes: PASS → passed,
-FAIL → failed, ERROR → error (raised during setup), SKIP → skipped, each with its reasons.
-At the end: a summary table by requirement and, with a key, a signed result directory.
-Fixtures `board` and `evidence` serve hand-written tests on the same board and record.
+FAIL → failed, ERROR → error (raised during setup), SKIP → skipped, each with its reasons
+(pytest's headings, short summary and JUnit messages quote them: `VerdictRepr`). A JUnit report
+names the board and run, and a step's classname is `<plan id>.<requirement id>` however the
+plan was given (`JunitNames`). At the end: a summary table by requirement and, with a key, a
+signed result directory. Fixtures `board` and `evidence` serve hand-written tests on the same
+board and record.
+
+With --board and without -q, a run on a terminal shows a status line: the step under way and
+what long work reports through harness.progress (`_show_progress`); a log or a pipe gets none.
 
 Every test item of the session counts, not only plan steps: a hand-written test that fails,
 errors or is skipped, a collection error, or an interrupted session makes the signed verdict
@@ -34,10 +40,18 @@ from typing import Any
 
 import pytest
 
+try:  # pytest's JUnit writer, to name a run's report (JunitNames)
+    from _pytest import junitxml as _junitxml
+except ImportError:  # pragma: no cover - a pytest without it writes no JUnit at all
+    _junitxml = None
+
+from harness import progress
+from harness.progress import terminal_safe
 from harness.board import Board, display_path
 from harness.evidence import EvidenceStore
 from harness.files import read_head
 from harness.plan import Plan, Requirement, Step, load_plan
+from harness.reference.trust import TrustError
 from harness.results.bundle import OutputError, RunClaim, claim_run_dir, release_run_dir, write_signed_result
 from harness.results.canonical import plain_json
 from harness.results.keys import KeyError_, load_private_key
@@ -70,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--attestlab-out", metavar="DIR", default="results",
                     help="where signed results go, one directory per run (default: results/)")
     group.addoption("--attestlab-run-id", metavar="ID", help="name of the run's directory (default: time-board-random)")
+    group.addoption("--attestlab-trust", metavar="TRUST.yaml",
+                    help="the lab's trust file, who may sign reference profiles (default: $ATTESTLAB_TRUST, "
+                         "~/.config/attestlab/trust.yaml, /etc/attestlab/trust.yaml)")
 
 
 @dataclass
@@ -115,14 +132,17 @@ class AttestlabSession:
                 raise pytest.UsageError(f"--attestlab-key: {exc}") from None
         if self.board_path:
             try:
-                self._board = Board.from_file(self.board_path)
+                self._board = Board.from_file(self.board_path, trust=config.getoption("--attestlab-trust"))
+            except TrustError as exc:
+                raise pytest.UsageError(f"trust file: {exc}") from None
             except YamlError as exc:
                 raise pytest.UsageError(f"--board: {exc}") from None
-        if self._private_key is not None:  # only a signed run writes anything
-            self.run_id = self.run_id_option or "{}-{}-{}".format(
-                datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
-                re.sub(r"[^A-Za-z0-9_.-]", "_", self._board.name if self._board else "board"),
-                secrets.token_hex(3))
+        # Every run has an id (it names the JUnit report's suite); only a signed run writes anything.
+        self.run_id = self.run_id_option or "{}-{}-{}".format(
+            datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+            re.sub(r"[^A-Za-z0-9_.-]", "_", self._board.name if self._board else "board"),
+            secrets.token_hex(3))
+        if self._private_key is not None:
             try:
                 self.claim = claim_run_dir(self.out, self.run_id, self.started)
             except OutputError as exc:
@@ -268,6 +288,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION] = state
     config.pluginmanager.register(state, "attestlab-session")  # its report hooks see every test
     state.install_signal_handlers()
+    _show_progress(config)
+
+
+_PROGRESS_REPORTER = pytest.StashKey[progress.TerminalReporter]()
+
+
+def _show_progress(config: pytest.Config) -> None:
+    """A run against a board shows what it is doing (the step, a dump's rate, the egress window)
+    on the terminal, unless -q. Capture is suspended while pytest configures, so fd 2 is still the
+    real stderr here; its dup stays the terminal while pytest captures fd 2 during each step."""
+    if not config.getoption("--board") or config.get_verbosity() < 0:
+        return
+    stream = progress.terminal_stream()
+    if stream is not None:
+        reporter = progress.TerminalReporter(stream)
+        config.stash[_PROGRESS_REPORTER] = reporter
+        progress.install(reporter)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -279,17 +316,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
         if _PLAN_MARK.search(head):
             return PlanFile.from_parent(parent, path=file_path)
     return None
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def terminal_safe(text: str) -> str:
-    """`text` on one line with control characters escaped: a reason quoting the board's bytes must
-    not move the operator's cursor, clear a line, reorder text or start a line of its own (an ESC
-    sequence or a newline that shows FAIL as PASS on screen)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                        else f"\\u{ord(m.group()):04x}", text)
 
 
 class StepVerdict(Exception):
@@ -305,6 +331,34 @@ class StepVerdict(Exception):
         lines += [f"  - {terminal_safe(reason)}" for reason in r.reasons]
         lines += [f"  evidence {e.name} sha256:{e.sha256}" for e in r.evidence]
         return "\n".join(lines)
+
+    def reason(self) -> str:
+        """The verdict's reasons on one line: what a summary line or a JUnit message says."""
+        return "; ".join(terminal_safe(reason) for reason in self.result.reasons) or self.result.verdict.value
+
+
+@dataclass(frozen=True)
+class _Crash:
+    path: str
+    lineno: int
+    message: str
+
+
+class VerdictRepr:
+    """How pytest shows a step that did not pass: the verdict and its reasons, not a traceback.
+    Its `reprcrash.message` is the reason, so pytest's short summary reads `ERROR <step> - <reason>`
+    and a JUnit <failure> carries the reason as its message."""
+
+    def __init__(self, verdict: StepVerdict, path: str, lineno: int) -> None:
+        self.text = verdict.describe()
+        self.reprcrash = _Crash(path, lineno, verdict.reason())
+
+    def toterminal(self, tw) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class PlanFile(pytest.File):
@@ -337,7 +391,8 @@ class StepItem(pytest.Item):
         self.result: StepResult | None = None
 
     def setup(self) -> None:
-        self.result = attestlab_session(self.config).run_step(self.requirement, self.step)
+        with progress.activity(f"{self.requirement.id}::{self.step.id}"):
+            self.result = attestlab_session(self.config).run_step(self.requirement, self.step)
         if self.result.verdict is Verdict.ERROR:
             raise StepVerdict(self.result)
 
@@ -349,11 +404,6 @@ class StepItem(pytest.Item):
             raise StepVerdict(self.result)
         if self.result.verdict is Verdict.SKIP:
             pytest.skip("; ".join(self.result.reasons))
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, StepVerdict):
-            return excinfo.value.describe()
-        return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
         return self.path, self.step.line - 1 if self.step.line else None, \
@@ -406,12 +456,75 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     if call.excinfo is not None and isinstance(call.excinfo.value, StepVerdict):
-        report.longrepr = call.excinfo.value.describe()  # verdict reasons, not a traceback
+        path, lineno, domain = item.location
+        report.longrepr = VerdictRepr(call.excinfo.value, path, (lineno or 0) + 1)
+        # pytest heads the report with this: `ERROR at setup of L1-X::step: <reason>`, so an ERROR
+        # (the step could not decide) reads as its reason, not as a broken test setup
+        reason = report.longrepr.reprcrash.message
+        report.location = (path, lineno, f"{domain.split(' [')[0]}: "
+                                         f"{reason if len(reason) <= 160 else reason[:159] + '…'}")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     if any(isinstance(i, StepItem) for i in items) and not config.getoption("--board"):
         raise pytest.UsageError("a test plan runs against a board: give --board BOARD.yaml")
+
+
+class JunitNames:
+    """pytest's JUnit report of a run (`--junitxml`, also through `attestlab run`) says which run it is.
+
+    The testsuite is named after the board and the run id, and carries them as properties with
+    the plan, its sha256 and the overall verdict (and the signed result, if any). A step's
+    classname is `<plan id>.<requirement id>`, the same however the plan was given (pytest's own
+    would be the plan's path from the rootdir, which changes with the cwd). An ERROR step's
+    <error> message is its reason, not pytest's 'failed on setup with …'. pytest has no public
+    handle on its JUnit writer: this takes the one it keeps in the config's stash."""
+
+    def __init__(self, xml: Any, state: AttestlabSession) -> None:
+        self.xml, self.state = xml, state
+
+    @classmethod
+    def attach(cls, config: pytest.Config, state: AttestlabSession) -> None:
+        xml = config.stash.get(_junitxml.xml_key, None) if _junitxml is not None else None
+        if xml is not None:
+            config.pluginmanager.register(cls(xml, state), "attestlab-junit")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if isinstance(item, StepItem) and self.state.plan is not None:
+            classname = f"{self.state.plan.id}.{item.requirement.id}"
+            self.xml.node_reporter(item.nodeid).add_attribute("classname", classname)
+
+    @pytest.hookimpl(trylast=True)  # after pytest's JUnit writer has added the <error>
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup" and report.failed and isinstance(report.longrepr, VerdictRepr):
+            message = report.longrepr.reprcrash.message
+            shorten = getattr(_junitxml, "shorten_message", None)  # pytest >= 9 keeps messages short
+            message = _junitxml.bin_xml_escape(shorten(message) if shorten else message)
+            for node in self.xml.node_reporter(report).nodes:
+                if node.tag == "error":
+                    node.set("message", message)
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest's JUnit writer writes the file
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        state = self.state
+        board = state._board.name if state._board is not None else None
+        self.xml.suite_name = f"{board or 'no board'} run {state.run_id}"
+        outcome = state.outcome
+        verdict = outcome.verdict if outcome else state.overall(state.requirement_results())
+        properties = {"board": board, "run_id": state.run_id,
+                      "plan": f"{state.plan.id} {state.plan.version}" if state.plan else None,
+                      "plan_sha256": state.plan.sha256 if state.plan else None, "verdict": verdict.value,
+                      "signed_result": str(outcome.envelope) if outcome and outcome.envelope else None}
+        for name, value in properties.items():
+            if value is not None:
+                self.xml.add_global_property(name, value)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = attestlab_session(session.config)
+    if state.board_path:  # a run against a board; any other pytest session keeps pytest's report
+        JunitNames.attach(session.config, state)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -434,6 +547,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(_SESSION, None)
     if state is not None:
         state.restore_signal_handlers()
+    reporter = config.stash.get(_PROGRESS_REPORTER, None)
+    if reporter is not None:
+        if progress.current() is reporter:
+            progress.uninstall()
+        reporter.close()
+        reporter.stream.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

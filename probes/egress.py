@@ -3,8 +3,8 @@
 What: takes the board's management link (the `net` interface: the host NIC cabled to the
 board's port, or a switch mirror port / tap) into a private network namespace that routes
 nowhere, answers the board there with a sinkhole (DNS answering every name, TCP listeners that
-read and close) and records every frame for `window_s` seconds (up to 7 days, with progress on
-stderr for long soak windows) as pcapng, the interface confirmed promiscuous, optionally while
+read and close) and records every frame for `window_s` seconds (up to 7 days; on an operator's
+terminal the window counts down with the frames seen so far, harness.progress) as pcapng, the interface confirmed promiscuous, optionally while
 the board's workload runs (`activity: workload`). The capture is grouped into flows (who
 started it, destination, ports, the DNS names, TLS SNI and HTTP Host that name it, packets,
 bytes, first and last seen) and judged against the product's egress policy, an allow list.
@@ -46,10 +46,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from typing import Any
 
+from harness import progress
 from harness.evidence import EvidenceStore
 from harness.formats.egress_policy import PolicyError, judge, load_policy
 from harness.formats.flows import analyze_bytes, flow_analysis_from_record, flow_analysis_json, flow_analysis_record
@@ -67,9 +67,8 @@ PARAMS: dict[str, Any] = {
 ACTIVITIES = ("idle", "workload")
 PCAPNG_MEDIA_TYPE = "application/x-pcapng"
 PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
-# A window this long or longer reports progress on stderr (`attestlab run -s` shows it): every
-# tenth of the window, but at least every minute and at most every 10 s.
-_PROGRESS_FROM_S = 20.0
+# How often the window reports how it stands (harness.progress: a terminal shows it, a log never).
+_PROGRESS_EVERY_S = 1.0
 _MAX_REASONS = 50
 
 
@@ -189,33 +188,23 @@ def _collect_live(board: Any, window: float, activity: str, sinkhole: bool,
     return Observation("egress", facts, (cap_ref, stats_ref, flows_ref, *workload_refs))
 
 
-def progress_interval(window: float) -> float | None:
-    """Seconds between progress lines for a window (None: too short to report on)."""
-    if window < _PROGRESS_FROM_S:
-        return None
-    return min(60.0, max(10.0, window / 10))
-
-
-def progress_line(interface: str, window: float, progress: dict[str, int]) -> str:
-    """One progress report: elapsed and remaining time, frames and losses so far, pcapng size."""
-    elapsed = min(window, progress["elapsed_ns"] / 1e9)
-    mib = progress["bytes"] / (1 << 20)
-    return (f"egress: {interface}: {elapsed:.0f}/{window:g} s ({100 * elapsed / window:.0f}%, "
-            f"{window - elapsed:.0f} s left); {progress['frames']} frames, {progress['dropped']} lost; "
-            f"capture {mib:.1f} of {progress['max_bytes'] / (1 << 20):.0f} MiB")
+def progress_detail(stats: dict[str, int]) -> str:
+    """How an open window stands, after its time: frames and losses so far, pcapng size and cap."""
+    return (f"{stats['frames']} frames, {stats['dropped']} lost; capture {stats['bytes'] / (1 << 20):.1f} of "
+            f"{stats['max_bytes'] / (1 << 20):.0f} MiB")
 
 
 def _run_window(point: Any, window: float) -> None:
-    every = progress_interval(window)
-    if every is None:
-        point.run_for(window)
-        return
-    print(f"egress: capturing on {point.interface} for {window:g} s, progress every {every:g} s",
-          file=sys.stderr, flush=True)
+    activity = f"egress window on {point.interface}"
     end = time.monotonic() + window
-    while (left := end - time.monotonic()) > 0:
-        point.run_for(min(every, left))
-        print(progress_line(point.interface, window, point.progress()), file=sys.stderr, flush=True)
+    try:
+        while (left := end - time.monotonic()) > 0:
+            point.run_for(min(_PROGRESS_EVERY_S, left))
+            stats = point.progress()
+            progress.update(activity, done=min(window, stats["elapsed_ns"] / 1e9), total=window, unit="s",
+                            detail=progress_detail(stats))
+    finally:
+        progress.done(activity)
 
 
 def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Observation:

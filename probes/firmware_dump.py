@@ -5,7 +5,11 @@ version (`version`, parsed with `version_regex`) and reads each firmware region 
 <region>`, the dumpframe protocol of harness/formats/dumpframe.py): frames with CRCs, the
 frames that arrive damaged or not at all asked for again (at most `dump_max_rounds` RESEND
 rounds, a setting of the console), the image's length and sha256 checked against the board's
-BEGIN record. It hashes each image whole (sha256) and in `block_size` blocks.
+BEGIN record. A board config may choose another transfer its console already has
+(`interfaces.serial.transfer`, harness/interfaces/serial_transfer.py): ZMODEM/YMODEM from the
+shell's lrzsz `sz`, a strict hex dump (`md.b`, `hexdump -C`, `xxd`), or an image file the lab read
+off the board with the vendor's tool — the last is lower-strength evidence, and every reason
+about such an image says so. It hashes each image whole (sha256) and in `block_size` blocks.
 
 Why: a board can carry a modified VBIOS or InfoROM (an implant, a debug build, a flipped
 security bit) that still reports the released version string; only the bytes tell. A board
@@ -44,6 +48,8 @@ from typing import Any
 from harness.evidence import EvidenceStore
 from harness.formats.fwversion import VersionError, compare_versions, parse_version
 from harness.interfaces.serial import ConsoleError
+from harness.interfaces.serial_dump import SUPPLIED_FILE
+from harness.interfaces.serial_transfer import TransferSettingsError, transfer_config
 from harness.verdict import CheckResult, Observation, ProbeError
 from probes._console import ConsoleSession
 
@@ -88,6 +94,24 @@ def _params(board: Any, params: dict[str, Any]) -> tuple[list[str], str, re.Patt
     return regions, command.strip(), version_rx, block
 
 
+def _method(console: Any) -> str:
+    """The transfer the board config chose (a bad setting is the region's error, said there)."""
+    try:
+        return transfer_config(console.config.get("transfer")).method
+    except TransferSettingsError:
+        return "unusable"
+
+
+def strength_note(dump: dict[str, Any]) -> str:
+    """How a region's image reads in a reason: nothing for an image attestlab read off the board
+    itself; a label for an image file the lab supplied (as good as the lab's chain of custody)."""
+    if dump.get("strength") != SUPPLIED_FILE:
+        return ""
+    tool = (dump.get("provenance") or {}).get("tool") or "an unnamed tool"
+    return (f" (an image file the lab supplied, read off the board by {tool}; not read by attestlab: "
+            f"lower-strength evidence)")
+
+
 def block_digests(data: bytes, block_size: int) -> list[str]:
     """sha256 of each `block_size` block of `data` (the last one may be shorter)."""
     view = memoryview(data)
@@ -117,7 +141,8 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
             except ConsoleError as exc:
                 # This region stays unread (its check is ERROR); the board is told ABORT and the
                 # next region is tried once the prompt is back. A console that is gone ends the probe.
-                dumps[name] = {"region": name, "error": str(exc), "where": session.where(chunk)}
+                dumps[name] = {"region": name, "method": _method(console), "error": str(exc),
+                               "where": session.where(chunk)}
                 try:
                     console.sync()
                 except ConsoleError as lost:
@@ -246,7 +271,7 @@ def digests_match_reference(observation: Observation, expected: Any) -> CheckRes
         known = _known(spec, dump["sha256"])
         if known is not None:
             passed.append(f"{name}: sha256 {dump['sha256']} is the known image {known['version']} "
-                          f"({dump['size']} bytes, evidence {dump['evidence']})")
+                          f"({dump['size']} bytes, evidence {dump['evidence']}){strength_note(dump)}")
             continue
         images = spec["images"]
         target = next((img for img in images if _same_version(reported, img["version"])), None)
@@ -259,7 +284,7 @@ def digests_match_reference(observation: Observation, expected: Any) -> CheckRes
         findings.append(
             f"{name}: sha256 mismatch: expected {target['sha256']} (release {target['version']}, {why}), "
             f"measured {dump['sha256']} ({dump['size']} bytes{size_note}, evidence {dump['evidence']}){also}; "
-            f"{_first_difference(name, dump, facts['block_size'], target, ref_block)}")
+            f"{_first_difference(name, dump, facts['block_size'], target, ref_block)}{strength_note(dump)}")
     if findings:
         return CheckResult.failed(*findings, *errors, evidence=ev)
     if errors:
@@ -317,14 +342,17 @@ def version_not_below_minimum(observation: Observation, expected: Any) -> CheckR
                     f"cannot corroborate the reported version {v['version']}: the {region} image {state} "
                     f"(L1-FW-INTEGRITY judges the image); a board's own report is not enough to pass", evidence=ev)
         else:
-            image_note = f"the {region} image is the known release {known['version']} (evidence {dump['evidence']})"
+            note = strength_note(dump)
+            image_note = (f"the {region} image is the known release {known['version']} (evidence "
+                          f"{dump['evidence']}){note}")
             if not _same_version(v["version"], known["version"]):
                 findings.append(f"the console reports version {v['version']} but the {region} image is the known "
-                                f"release {known['version']} (sha256 {dump['sha256']}, evidence {dump['evidence']})")
+                                f"release {known['version']} (sha256 {dump['sha256']}, evidence {dump['evidence']})"
+                                f"{note}")
             try:
                 if compare_versions(known["version"], minimum_v) < 0:
                     findings.append(f"the {region} image is release {known['version']}, below the minimum {minimum} "
-                                    f"(anti-rollback; evidence {dump['evidence']})")
+                                    f"(anti-rollback; evidence {dump['evidence']}){note}")
             except VersionError as exc:
                 return CheckResult.error(f"cannot compare the {region} image's release with the minimum: {exc}",
                                          evidence=ev)

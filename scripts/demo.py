@@ -4,6 +4,9 @@ Uses the `attestlab` command exactly as a lab engineer would: it makes a demo ke
 results/demo/, never committed), runs `attestlab run` per board, verifies each signed result
 with `attestlab verify`, and prints the matrix of verdicts by requirement against the
 expected one (fixtures/boards/matrix.yaml). Exit status 0 when every board came out as expected.
+
+Each board is printed as it finishes (board, verdict, seconds), so the few minutes are never
+silent; on a terminal a status line also says which boards are running.
 """
 
 from __future__ import annotations
@@ -12,31 +15,91 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
+
+from harness import progress
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "test_plans" / "level1.yaml"
 BOARDS = ROOT / "fixtures" / "boards"
 OUT = ROOT / "results" / "demo"
 ATTESTLAB = [sys.executable, "-m", "harness.cli"]
-REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
+REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.dsse.json"
+# The fixture profiles are signed with a TEST key; only this trust file (tests and demo only)
+# trusts it. attestlab trusts nobody by default, so the demo names it.
+TRUST = ROOT / "fixtures" / "trust" / "test-trust.yaml"
 # Each result must come from exactly the level-1 plan and the reference profile (issue #19).
 FROM_EXACTLY = ["--plan", str(PLAN.relative_to(ROOT)), "--reference", str(REFERENCE.relative_to(ROOT))]
+
+
+def from_exactly(board: str) -> list[str]:
+    """FROM_EXACTLY, with the profile the board's config names (sim-unsigned-manifest's is altered)."""
+    config = yaml.safe_load((BOARDS / f"{board}.yaml").read_text())["board"]
+    reference = (BOARDS / config["reference"]).resolve().relative_to(ROOT)
+    return ["--plan", str(PLAN.relative_to(ROOT)), "--reference", str(reference)]
 
 
 PARALLEL = 6  # simulated boards are separate processes with their own namespaces, mostly waiting: run a few at once
 
 
-def run_board(board: str, key: Path) -> tuple[subprocess.CompletedProcess, float]:
-    started = time.monotonic()
-    run = subprocess.run([*ATTESTLAB, "run", "--plan", str(PLAN), "--board", str(BOARDS / f"{board}.yaml"),
-                          "--key", str(key.with_suffix(".key")), "--out", str(OUT), "-q"],
-                         capture_output=True, text=True)
-    return run, time.monotonic() - started
+EXIT_VERDICT = {0: "PASS", 1: "FAIL", 2: "ERROR"}  # `attestlab run`'s exit status
+
+
+class Batch:
+    """Which boards are running and how many are done, for the status line."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.running = total, 0, []
+        self._lock = threading.RLock()
+
+    def show(self) -> None:
+        with self._lock:
+            progress.update("boards", done=self.done, total=self.total, detail=f"running {', '.join(self.running)}")
+
+    def run_board(self, board: str, key: Path) -> tuple[subprocess.CompletedProcess, float]:
+        with self._lock:
+            self.running.append(board)
+            self.show()
+        started = time.monotonic()
+        try:
+            run = subprocess.run([*ATTESTLAB, "run", "--plan", str(PLAN), "--board", str(BOARDS / f"{board}.yaml"),
+                                  "--key", str(key.with_suffix(".key")), "--out", str(OUT), "--trust", str(TRUST), "-q"],
+                                 capture_output=True, text=True)
+        finally:
+            with self._lock:
+                self.running.remove(board)
+                self.done += 1
+        return run, time.monotonic() - started
+
+
+def run_all(jobs: list[tuple[str, dict]], key: Path) -> list[tuple[subprocess.CompletedProcess, float]]:
+    """Every board through the plan, a few at a time; each is printed as it finishes."""
+    batch = Batch(len(jobs))
+    width = max(len(board) for board, _ in jobs)
+    stream = progress.terminal_stream()
+    if stream is not None:
+        progress.install(progress.TerminalReporter(stream))
+    finished: dict[str, tuple[subprocess.CompletedProcess, float]] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+            futures = {pool.submit(batch.run_board, board, key): board for board, _ in jobs}
+            for count, future in enumerate(as_completed(futures), 1):
+                board = futures[future]
+                run, seconds = finished[board] = future.result()
+                progress.clear()
+                print(f"[{count:>{len(str(len(jobs)))}}/{len(jobs)}] {board:<{width}}  "
+                      f"{EXIT_VERDICT.get(run.returncode, f'exit {run.returncode}'):<5}  {seconds:5.1f} s", flush=True)
+                batch.show()
+    finally:
+        progress.uninstall()
+        if stream is not None:
+            stream.close()
+    return [finished[board] for board, _ in jobs]
 
 
 def main() -> int:
@@ -47,8 +110,7 @@ def main() -> int:
         subprocess.run([*ATTESTLAB, "keys", "generate", "--out", str(key)], check=True)
     jobs = list(matrix.items())
     print(f"running {len(jobs)} simulated boards through {PLAN.relative_to(ROOT)}, {PARALLEL} at a time ...", flush=True)
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        runs = list(pool.map(lambda job: run_board(job[0], key), jobs))
+    runs = run_all(jobs, key)
     rows, ok = [], True
     for (board, expected), (run, seconds) in zip(jobs, runs):
         print(f"\n=== {board}: attestlab run --plan {PLAN.relative_to(ROOT)} --board fixtures/boards/{board}.yaml")
@@ -62,7 +124,7 @@ def main() -> int:
             ok = False
             continue
         verify = subprocess.run([*ATTESTLAB, "verify", envelope, "--pubkey", str(key.with_suffix(".pub")),
-                                 *FROM_EXACTLY, "--json"], capture_output=True, text=True, cwd=ROOT)
+                                 *from_exactly(board), "--json"], capture_output=True, text=True, cwd=ROOT)
         verified = verify.returncode == 0
         got = json.loads(verify.stdout)["requirements"] if verified else {}
         want = {req: spec["verdict"] for req, spec in (expected or {}).items()}

@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 need=()
 command -v lspci  >/dev/null 2>&1 || need+=(pciutils)   # differential tests of the config-space decoder
 command -v tshark >/dev/null 2>&1 || need+=(tshark)     # pcapng evidence must read in tshark; egress benchmark
-command -v sz     >/dev/null 2>&1 || need+=(lrzsz)      # serial dump benchmark (ZMODEM peer)
+command -v sz     >/dev/null 2>&1 || need+=(lrzsz)      # the simulated BMC shell's `sz` (ZMODEM/YMODEM transfers)
+command -v xxd    >/dev/null 2>&1 || need+=(xxd)        # the hex-dump renderers are checked against the real tools
+command -v hexdump >/dev/null 2>&1 || need+=(bsdextrautils)
+command -v busybox >/dev/null 2>&1 || need+=(busybox)   # BusyBox's hexdump -C and xxd, as on a BMC
+command -v ser2net >/dev/null 2>&1 || [ -x /usr/sbin/ser2net ] || need+=(ser2net)  # console server for the serial transport tests
 command -v ip     >/dev/null 2>&1 || need+=(iproute2)   # network namespaces and veth pairs
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,7 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # git keeps no file mode but the executable bit; attestlab refuses a private key others can read.
-chmod 600 fixtures/keys/test-lab.key
+chmod 600 fixtures/keys/test-lab.key fixtures/keys/test-reference-signer.key
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"

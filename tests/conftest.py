@@ -20,8 +20,27 @@ TEST_PUB = ROOT / "fixtures" / "keys" / "test-lab.pub"
 # git keeps no file mode but the executable bit: a fresh clone has the key 0644, and attestlab
 # refuses a private key others can read (as ssh does). scripts/setup.sh does the same.
 os.chmod(TEST_KEY, 0o600)
+TEST_REFERENCE_KEY = ROOT / "fixtures" / "keys" / "test-reference-signer.key"   # signs the fixture profiles
+os.chmod(TEST_REFERENCE_KEY, 0o600)
+# attestlab trusts no signer by default; the suite (and every `attestlab` it starts) trusts the TEST
+# reference signer through this file, named explicitly. Set, not defaulted: a developer's own
+# $ATTESTLAB_TRUST must not change what the tests decide.
+TEST_TRUST = ROOT / "fixtures" / "trust" / "test-trust.yaml"
+os.environ["ATTESTLAB_TRUST"] = str(TEST_TRUST)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces / full sysfs config space)")
+
+
+def signed_reference(source: Path) -> Path:
+    """`source`, a reference profile's YAML, signed by the TEST reference signer into
+    `<source>.dsse.json` beside it. A board config a test writes names this: attestlab uses only
+    a profile a trusted signer signed (an unsigned one makes every reference step ERROR)."""
+    from harness.reference.signed import envelope_json, sign_profile
+    from harness.results.keys import load_private_key
+
+    target = source.with_name(source.name + ".dsse.json")
+    target.write_bytes(envelope_json(sign_profile(source.read_bytes(), load_private_key(TEST_REFERENCE_KEY))))
+    return target
 
 
 def attestlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -47,7 +66,9 @@ def lspci_available() -> bool:
 
 # --- egress: the zoo's standard-plan runs, one per board and session ---
 
-ZOO_PARALLEL = 8  # a run waits on its board most of the time (a quarter of a core): 8 keep 2 cores busy
+# A run waits on its board most of the time (about 3 s of CPU in 18 s): 17 at a time (two waves
+# of the zoo) keep 2 cores busy. ATTESTLAB_ZOO_PARALLEL lowers it on a slower machine.
+ZOO_PARALLEL = int(os.environ.get("ATTESTLAB_ZOO_PARALLEL", "17"))
 
 class ZooRun:
     """One `attestlab run` of the standard plan on fixtures/boards/<board>.yaml."""
@@ -76,17 +97,17 @@ def zoo_run(tmp_path_factory):
     pool = ThreadPoolExecutor(max_workers=ZOO_PARALLEL, thread_name_prefix="zoo")
     futures: dict = {}
 
-    def one(board: str) -> ZooRun:
-        out = tmp_path_factory.mktemp(f"zoo-{board}")
+    def one(board: str, out: Path) -> ZooRun:
         return ZooRun(board, attestlab("run", "--plan", str(PLAN), "--board", str(BOARDS / f"{board}.yaml"),
                                        "--key", str(TEST_KEY), "--out", str(out), "-q", timeout=300))
 
     def run(board: str) -> ZooRun:
         if not futures:
-            futures.update({b: pool.submit(one, b) for b in boards})
+            # (folders made here, one thread: pytest's tmp_path_factory is not thread-safe)
+            futures.update({b: pool.submit(one, b, tmp_path_factory.mktemp(f"zoo-{b}")) for b in boards})
             wait(list(futures.values()))
         if board not in futures:
-            futures[board] = pool.submit(one, board)
+            futures[board] = pool.submit(one, board, tmp_path_factory.mktemp(f"zoo-{board}"))
         return futures[board].result()
 
     yield run

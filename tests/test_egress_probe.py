@@ -38,7 +38,7 @@ from probes import egress, get_probe
 from conftest import BOARDS, ROOT, TEST_KEY, TEST_PUB, attestlab, link_exists, namespaces
 from test_flows_policy import dns_query, ipv4, udp
 
-REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
+REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.dsse.json"
 POLICY = load_reference(REFERENCE).lookup("egress.policy")
 CAN_CAPTURE = netcap.privilege_problem() is None
 live = pytest.mark.skipif(not CAN_CAPTURE, reason=f"live capture not possible here: {netcap.privilege_problem()}")
@@ -259,14 +259,10 @@ def test_probe_reads_the_board_only_through_its_interfaces():
     assert "open" not in calls
 
 
-def test_long_windows_report_progress_at_a_sane_interval():
-    assert egress.progress_interval(8) is None and egress.progress_interval(19.9) is None
-    assert egress.progress_interval(20) == 10.0 and egress.progress_interval(300) == 30.0
-    assert egress.progress_interval(4 * 3600) == 60.0 and egress.progress_interval(netcap.MAX_WINDOW_S) == 60.0
-    line = egress.progress_line("enp5s0", 14400, {"frames": 1234, "dropped": 0, "bytes": 3 << 20,
-                                                  "max_bytes": 512 << 20, "elapsed_ns": 3600 * 10**9})
-    assert line == ("egress: enp5s0: 3600/14400 s (25%, 10800 s left); 1234 frames, 0 lost; "
-                    "capture 3.0 of 512 MiB")
+def test_the_window_reports_frames_losses_and_capture_size_as_progress():
+    detail = egress.progress_detail({"frames": 1234, "dropped": 0, "bytes": 3 << 20,
+                                     "max_bytes": 512 << 20, "elapsed_ns": 3600 * 10**9})
+    assert detail == "1234 frames, 0 lost; capture 3.0 of 512 MiB"
 
 
 def test_soak_plan_is_the_egress_step_with_a_four_hour_window():

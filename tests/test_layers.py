@@ -35,6 +35,7 @@ LAYERS = {
     "harness.evidence": "shared",
     "harness.files": "shared",
     "harness.yamlio": "shared",
+    "harness.progress": "shared",  # what long work is doing, for a terminal (stdlib only)
     "harness": "shared",
 }
 

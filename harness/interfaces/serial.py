@@ -28,14 +28,14 @@ Nothing the board prints is dropped unread (docs/serial.md#what-the-console-read
 - A region is dumped once per console; `dumped_images()` returns every verified image.
 
 The text view is `harness/interfaces/textclean.py`'s; the transcript format is in
-`harness/interfaces/transcript.py`; the dump client is `harness/interfaces/serial_dump.py`.
+`harness/interfaces/transcript.py`; the dump client is `harness/interfaces/serial_dump.py`; the
+ports (a tty, ``socket://``, ``rfc2217://``: block reads, writes by a deadline, nothing
+discarded at open) are `harness/interfaces/serial_transport.py`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -44,6 +44,8 @@ import serial
 
 from harness.formats.dumpframe import FrameError
 from harness.interfaces.serial_dump import DumpResult, dump_region
+from harness.interfaces.serial_transfer import TransferSettingsError, transfer_config, transfer_region
+from harness.interfaces.serial_transport import Port, PortTimeout, open_port
 from harness.interfaces.textclean import LineCapper, TextCleaner, clean_text
 from harness.interfaces.transcript import (
     MAX_TRANSCRIPT_BYTES,
@@ -61,6 +63,7 @@ class _Pending:
     """Text read but not yet consumed, plus a little consumed context (for ^ and lookbehind)."""
 
     CONTEXT = 256
+    PART = 1024  # small pieces are joined up to this many characters
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -69,7 +72,10 @@ class _Pending:
 
     def add(self, s: str) -> None:
         if s:
-            self.parts.append(s)
+            if self.parts and len(self.parts[-1]) < self.PART:
+                self.parts[-1] += s  # (a console that arrives a byte at a time: few parts for window())
+            else:
+                self.parts.append(s)
             self.size += len(s)
             if len(self.parts) > 512:
                 self.parts = ["".join(self.parts)]
@@ -188,6 +194,7 @@ _DEFAULTS: dict[str, Any] = {
     "dump_idle_timeout": 2.0,  # s of silence before asking for what is missing
     "dump_max_rounds": 8,  # RESEND rounds before giving up
     "dump_max_size": 1 << 30,  # largest region accepted, bytes
+    "transfer": None,  # how regions are read: None dumpframe; serial_transfer.transfer_config's mapping
     "serial_options": {},  # passed to serial_for_url (bytesize, parity, rtscts, xonxoff, ...)
 }
 
@@ -230,9 +237,7 @@ class SerialConsole:
             self.prompt_description = "(none configured)"
             self._prompt_rx = None
         self.transcript = Transcript(self.url)
-        self._ser: Any = None
-        self._fd: int | None = None
-        self._last_full = False
+        self._ser: Port | None = None  # the open port (harness/interfaces/serial_transport.py)
         self._poll = float(cfg["poll_interval"])
         self._cleaner = TextCleaner()
         self._capper = LineCapper(int(cfg["max_line"]))
@@ -246,6 +251,8 @@ class SerialConsole:
         # The command typed last ("" an Enter), None before any (and again after the boot log).
         self.last_command: str | None = None
         self._dumps: dict[str, DumpResult] = {}  # region -> verified image, read once per console
+        # Told the size of every block read (for progress on long text answers such as a hex dump).
+        self.on_rx: Callable[[int], None] | None = None
         # What the board printed up to its first prompt, captured once when the board's console
         # is opened (see `capture_boot_log`); None with `boot_log_problem` saying why when not.
         self.boot_log: str | None = None
@@ -269,22 +276,24 @@ class SerialConsole:
             return self
         cfg = self.config
         try:
-            ser = serial.serial_for_url(self.url, do_not_open=True, baudrate=int(cfg["baudrate"]),
-                                        timeout=float(cfg["poll_interval"]), write_timeout=float(cfg["write_timeout"]),
-                                        **dict(cfg["serial_options"] or {}))
-            if not cfg["flush_on_open"] and hasattr(ser, "_reset_input_buffer"):
-                # pyserial's POSIX open() discards what the tty buffered (tcflush). What the board
-                # said before we attached (a boot log) is evidence: keep it.
-                ser._reset_input_buffer = lambda: None
-            ser.open()
-            ser.__dict__.pop("_reset_input_buffer", None)
+            # What the board said before we attached (a boot log) is evidence: nothing is
+            # discarded at open unless flush_on_open says so.
+            port = open_port(self.url, baudrate=int(cfg["baudrate"]), poll_interval=self._poll,
+                             write_timeout=float(cfg["write_timeout"]), options=cfg["serial_options"],
+                             flush_on_open=bool(cfg["flush_on_open"]))
         except (serial.SerialException, OSError, ValueError) as e:
             self.transcript.note(f"open {self.url} failed: {e}")
             raise ConsoleError(f"cannot open console {self.url}: {e}", transcript=self.transcript) from e
-        self._ser = ser
-        self._fd = ser.fd if type(ser).__module__ == "serial.serialposix" and isinstance(getattr(ser, "fd", None), int) else None
-        self.transcript.note(f"opened {self.url} at {cfg['baudrate']} baud")
+        self._ser = port
+        self.transcript.note(f"opened {self.url} at {cfg['baudrate']} baud ({port.kind})")
+        self._note_port()
         return self
+
+    def _note_port(self) -> None:
+        """Put what the port did not take (settings, unanswered requests) in the transcript."""
+        if self._ser is not None:
+            while self._ser.notes:
+                self.transcript.note(f"port: {self._ser.notes.pop(0)}")
 
     def close(self) -> None:
         """Close the port. What the board printed and nobody read yet is read first (without
@@ -294,7 +303,8 @@ class SerialConsole:
                 self._drain()
             except ConsoleError:
                 pass  # (noted in the transcript; what was read is kept)
-        ser, self._ser, self._fd = self._ser, None, None
+        self._note_port()
+        ser, self._ser = self._ser, None
         if ser is None:
             return
         try:
@@ -329,41 +339,16 @@ class SerialConsole:
         if left <= 0 and wait:
             return b""
         try:
-            if self._fd is not None:
-                # A local tty (device or pty), opened non-blocking by pyserial (VMIN 0). After a
-                # full read (the tty's 4 KiB line-discipline buffer) more is likely waiting: read
-                # at once; otherwise wait in select (at most one poll interval) first. Readable
-                # yet no data means the tty hung up.
-                data = b""
-                if self._last_full:
-                    try:
-                        data = os.read(self._fd, 1 << 16)
-                    except BlockingIOError:
-                        pass
-                if not data:
-                    ready, _, _ = select.select([self._fd], [], [], max(0.0, min(left, self._poll)))
-                    if not ready:
-                        self._last_full = False
-                        return b""
-                    try:
-                        data = os.read(self._fd, 1 << 16)
-                    except BlockingIOError:
-                        return b""
-                    if not data:
-                        raise serial.SerialException("the tty reports readiness to read but returned no data "
-                                                     "(device disconnected or hung up)")
-                self._last_full = len(data) >= 4000
-            else:
-                n = self._ser.in_waiting
-                if n <= 0 and not wait:
-                    return b""
-                data = self._ser.read(n if n > 0 else 1)
+            # One block: all that is waiting, whatever carries it (serial_transport.py).
+            data = self._ser.read(min(left, self._poll))
         except Exception as e:  # SerialException, OSError (EIO), and pyserial's odd ones on a dead fd
             what = doing() if callable(doing) else doing
             raise self._error(f"port failed while {what}: {type(e).__name__}: {e}") from e
         if data:
             self.transcript.record("rx", data)
             self._last_rx = len(self.transcript) - 1
+            if self.on_rx is not None:
+                self.on_rx(len(data))
         return data
 
     def write(self, data: bytes) -> None:
@@ -371,15 +356,14 @@ class SerialConsole:
         self._require_open()
         data = bytes(data)
         self.transcript.record("tx", data)
+        timeout = float(self.config["write_timeout"])
         try:
-            n = self._ser.write(data)
-        except serial.SerialTimeoutException as e:
-            raise self._error(f"write of {len(data)} bytes timed out after {self.config['write_timeout']} s "
-                              "(the other end is not reading)") from e
+            self._ser.write(data, time.monotonic() + timeout)
+        except (serial.SerialTimeoutException, PortTimeout) as e:
+            raise self._error(f"write of {len(data)} bytes timed out after {timeout:g} s "
+                              f"(the other end is not reading): {e}") from e
         except Exception as e:
             raise self._error(f"port failed while writing {len(data)} bytes: {type(e).__name__}: {e}") from e
-        if n is not None and n != len(data):
-            raise self._error(f"wrote {n} of {len(data)} bytes")
 
     def send_line(self, text: str) -> None:
         """Type `text` and Enter (the configured newline, CR by default)."""
@@ -487,27 +471,49 @@ class SerialConsole:
         return _Limits(now + (self.timeout if timeout is None else float(timeout)),
                        self.max_bytes if max_bytes is None else int(max_bytes), now)
 
+    _TAIL = 256  # characters before the new text searched after each read (a prompt, an echo fit)
+    _WHOLE_EVERY = 4096  # new characters after which the whole window is searched again
+
     def _expect(self, rx: re.Pattern, what: str, lim: _Limits, quiet: float | None = None) -> ExpectMatch | None:
         """Wait for `rx`; consumes through the match. On timeout or budget the ConsoleError's
         ``details["text"]`` holds every character received and not yet consumed (consumed, and
         kept as unread text). `quiet`: None when no byte arrives for that long first."""
         self._require_open()
         self._take_raw_left()
-        start = 0
+        # Searching the whole window (up to max_match characters) after every read made a console
+        # that arrives a byte at a time (a slow UART) cost O(max_match) per byte. So after a read
+        # only the new text and _TAIL characters before it are searched, and the whole window
+        # when that finds a match (an earlier-starting match may win: leftmost), when
+        # _WHOLE_EVERY characters came since, or when the board paused (a read gave nothing) or a
+        # limit ends the wait: a long match is found at the latest then, as if it had come in
+        # one read.
+        start = 0  # a match may start here or later (max_match before the end at the last whole search)
+        searched = -1  # pending size at the last whole search
+        looked = 0  # pending size at the last search of the tail
         fresh = True
         heard = time.monotonic()
         while True:
-            if fresh:
-                w, wstart, spos = self._pending.window(start)
-                m = rx.search(w, spos)
-                if m:
-                    a, b = wstart + m.start(), wstart + m.end()
-                    consumed = self._pending.take(b)
-                    left = self._pending.size or self._capper.held() or self._cleaner.holding
-                    self._unread_from = self._last_rx if left else len(self.transcript)
-                    return ExpectMatch(rx.pattern, consumed[a:], consumed[:a], m.groups(), m.groupdict(),
-                                       time.monotonic() - lim.started, lim.got)
-                start = max(0, self._pending.size - self.max_match)
+            size = self._pending.size
+            if size != searched:
+                now = time.monotonic()
+                whole = (searched < 0 or not fresh or size - searched >= self._WHOLE_EVERY or lim.got >= lim.budget
+                         or now >= lim.deadline or (quiet is not None and now - heard >= quiet))
+                if not whole:
+                    w, wstart, spos = self._pending.window(max(start, looked - self._TAIL))
+                    whole = rx.search(w, spos) is not None
+                    looked = size
+                if whole:
+                    w, wstart, spos = self._pending.window(start)
+                    m = rx.search(w, spos)
+                    if m:
+                        a, b = wstart + m.start(), wstart + m.end()
+                        consumed = self._pending.take(b)
+                        left = self._pending.size or self._capper.held() or self._cleaner.holding
+                        self._unread_from = self._last_rx if left else len(self.transcript)
+                        return ExpectMatch(rx.pattern, consumed[a:], consumed[:a], m.groups(), m.groupdict(),
+                                           time.monotonic() - lim.started, lim.got)
+                    start = max(0, size - self.max_match)
+                    searched = looked = size
             self._check_limits(what, lim)
             if quiet is not None and time.monotonic() - heard >= quiet:
                 return None
@@ -786,7 +792,8 @@ class SerialConsole:
     def dump_region(self, name: str, *, timeout: float | None = None, start_timeout: float | None = None,
                     idle_timeout: float | None = None, max_rounds: int | None = None, max_size: int | None = None,
                     command: str | None = None, on_frame: Callable[[int, int], None] | None = None) -> DumpResult:
-        """Dump flash region `name` with the dumpframe protocol; returns the verified image.
+        """Read flash region `name` with the board's transfer (``transfer``: the dumpframe
+        protocol by default, else serial_transfer.transfer_region); returns the verified image.
 
         A region is read once per console: asking again returns the first verified image, with
         no second transfer (every check of a run judges the same bytes; see `dumped_images`).
@@ -800,8 +807,20 @@ class SerialConsole:
         if done is not None:
             self.transcript.note(f"dump {name!r}: already read on this console (sha256 {done.sha256}); not read again")
             return done
-        result = dump_region(self, name, timeout=timeout, start_timeout=start_timeout, idle_timeout=idle_timeout,
-                             max_rounds=max_rounds, max_size=max_size, command=command, on_frame=on_frame)
+        try:
+            transfer = transfer_config(self.config["transfer"])
+        except TransferSettingsError as e:
+            raise self._error(f"interfaces.serial.transfer.{e}", details={"region": name}) from None
+        if transfer.method == "dumpframe":
+            result = dump_region(self, name, timeout=timeout, start_timeout=start_timeout, idle_timeout=idle_timeout,
+                                 max_rounds=max_rounds, max_size=max_size, command=command, on_frame=on_frame)
+        else:
+            cfg = self.config
+            result = transfer_region(
+                self, name, transfer, timeout=float(cfg["dump_timeout"] if timeout is None else timeout),
+                start_timeout=float(cfg["dump_start_timeout"] if start_timeout is None else start_timeout),
+                idle_timeout=float(cfg["dump_idle_timeout"] if idle_timeout is None else idle_timeout),
+                max_size=int(cfg["dump_max_size"] if max_size is None else max_size))
         self._dumps[name] = result
         return result
 
@@ -871,7 +890,13 @@ def serial_settings(settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     mode = settings.get("boot_log", _OPEN_DEFAULTS["boot_log"])
     if mode not in BOOT_LOG_MODES:
         raise _settings_error("boot_log", f"must be one of {', '.join(BOOT_LOG_MODES)}, got {mode!r}")
+    try:
+        transfer = transfer_config(settings.get("transfer"))
+    except TransferSettingsError as e:
+        raise _settings_error(f"transfer.{e.key}" if e.key else "transfer", e.message) from None
     console = {k: v for k, v in settings.items() if k in _DEFAULTS}
+    if "transfer" in console:
+        console["transfer"] = transfer
     if console.get("serial_options") is not None:
         console["serial_options"] = dict(console["serial_options"])
     opening = {**_OPEN_DEFAULTS, **{k: v for k, v in settings.items() if k in _OPEN_DEFAULTS}}

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from harness import progress
 from harness.formats.dumpframe import (
     BEGIN_SEQ,
     MAX_RESEND_SEQS,
@@ -35,24 +36,38 @@ if TYPE_CHECKING:
     from harness.interfaces.serial import ConsoleError, SerialConsole
 
 
+# How strongly an image shows what the board holds: read off the board by attestlab itself over
+# its console (any transfer), or supplied as a file the lab read off with the vendor's tool.
+READ_BY_HARNESS = "read-by-harness"
+SUPPLIED_FILE = "supplied-file"
+
+
 @dataclass(frozen=True)
 class DumpResult:
-    """A verified image: its length and sha256 match the BEGIN record, every frame's CRC passed."""
+    """A verified image of one region. With the dumpframe protocol: its length and sha256 match
+    the BEGIN record and every frame's CRC passed. With another transfer (`method`; see
+    harness/interfaces/serial_transfer.py) its checks passed; the dumpframe counts are 0 then
+    and `stats` holds the transfer's own. `provenance` says where the bytes came from (the
+    command typed, the path, the board's own digest; for a supplied file who read it with what)."""
 
     name: str
     data: bytes = field(repr=False)
     sha256: str
     size: int
-    frame_size: int
-    frames: int
-    resend_rounds: int
-    frames_requested: int
-    corrupt_records: int
-    duplicate_frames: int
-    skipped_bytes: int
-    rx_bytes: int
-    tx_bytes: int
-    seconds: float
+    frame_size: int = 0
+    frames: int = 0
+    resend_rounds: int = 0
+    frames_requested: int = 0
+    corrupt_records: int = 0
+    duplicate_frames: int = 0
+    skipped_bytes: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    seconds: float = 0.0
+    method: str = "dumpframe"
+    strength: str = READ_BY_HARNESS
+    provenance: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def overhead(self) -> float:
@@ -66,11 +81,18 @@ class DumpResult:
 
     def to_facts(self) -> dict[str, Any]:
         """Plain data for a run record: integers and text only (signed records hold no floats)."""
-        return {"region": self.name, "size": self.size, "sha256": self.sha256, "frame_size": self.frame_size,
-                "frames": self.frames, "resend_rounds": self.resend_rounds, "frames_requested": self.frames_requested,
-                "corrupt_records": self.corrupt_records, "duplicate_frames": self.duplicate_frames,
-                "skipped_bytes": self.skipped_bytes, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
-                "microseconds": int(round(self.seconds * 1e6))}
+        facts: dict[str, Any] = {"region": self.name, "size": self.size, "sha256": self.sha256,
+                                 "method": self.method, "strength": self.strength,
+                                 "provenance": dict(self.provenance)}
+        if self.method == "dumpframe":
+            facts.update({"frame_size": self.frame_size, "frames": self.frames, "resend_rounds": self.resend_rounds,
+                          "frames_requested": self.frames_requested, "corrupt_records": self.corrupt_records,
+                          "duplicate_frames": self.duplicate_frames, "skipped_bytes": self.skipped_bytes})
+        else:
+            facts["stats"] = dict(self.stats)
+        facts.update({"rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
+                      "microseconds": int(round(self.seconds * 1e6))})
+        return facts
 
 
 def dump_region(console: SerialConsole, name: str, *, timeout: float | None = None,
@@ -97,13 +119,21 @@ def dump_region(console: SerialConsole, name: str, *, timeout: float | None = No
     console._drain()
     console._reset_text()  # the dump's own records are not text; chatter is judged in _DumpState
     rx0, tx0 = console.transcript.rx_bytes, console.transcript.tx_bytes
-    state = _DumpState(console, name, cmd, timeout, start_timeout, idle_timeout, max_rounds, max_size, on_frame)
+
+    def report(have: int, total: int) -> None:
+        if state.begin is not None:
+            size = state.begin.total_length
+            progress.update(f"dump {name}", done=min(size, have * state.begin.frame_size), total=size, unit="B")
+        if on_frame is not None:
+            on_frame(have, total)
+    state = _DumpState(console, name, cmd, timeout, start_timeout, idle_timeout, max_rounds, max_size, report)
     console.transcript.note(f"dump {name!r}: sending {cmd!r}")
     console.last_command = cmd
     console.send_line(cmd)
     try:
         image, begin = state.run()
     except ProbeError as e:  # a ConsoleError
+        progress.done(f"dump {name}", "failed")
         state.keep_said(flush=True)
         if state.stream is not None and console._ser is not None:
             try:
@@ -113,6 +143,7 @@ def dump_region(console: SerialConsole, name: str, *, timeout: float | None = No
         raise
     state.keep_said()
     seconds = time.monotonic() - state.t0
+    progress.done(f"dump {name}", f"{len(image)} bytes in {seconds:.1f} s")
     console.write(Done(begin.stream).encode())
     try:
         state.back_at_prompt(max(1.0, min(10.0, console.timeout)))
@@ -129,7 +160,7 @@ def dump_region(console: SerialConsole, name: str, *, timeout: float | None = No
                       corrupt_records=state.decoder.corrupt, duplicate_frames=state.duplicates,
                       skipped_bytes=state.decoder.skipped_bytes,
                       rx_bytes=console.transcript.rx_bytes - rx0, tx_bytes=console.transcript.tx_bytes - tx0,
-                      seconds=seconds)
+                      seconds=seconds, provenance={"command": cmd, "console": console.url})
 
 
 class _DumpState:

@@ -27,12 +27,14 @@ escapes for everything else (so ANSI escapes show as ``\\x1b[32m`` and binary as
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 TRANSCRIPT_FORMAT = "attestlab.transcript"
 TRANSCRIPT_VERSION = 1
@@ -150,6 +152,51 @@ def _seconds(obj: dict[str, Any], key: str, number: int, most: float, *, default
     return float(value)
 
 
+def _jsonl_lines(blob: bytes | str) -> Iterator[str]:
+    """The lines of a JSON Lines file, one at a time (a final newline ends the last line)."""
+    newline = b"\n" if isinstance(blob, (bytes, bytearray)) else "\n"
+    pos, number = 0, 1
+    while pos < len(blob):
+        end = blob.find(newline, pos)
+        end = len(blob) if end < 0 else end
+        line = blob[pos:end]
+        if not isinstance(line, str):
+            try:
+                line = bytes(line).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"line {number}: not UTF-8 (byte {pos + e.start} of the file)") from None
+        yield line
+        pos, number = end + 1, number + 1
+
+
+def _chunk_of(line: str, number: int) -> Chunk:
+    """One chunk line of a transcript file; ValueError naming the line and the field."""
+    obj = _json_object(line, number)
+    # The common case in one look (a million-record transcript spends its time here); anything
+    # unusual takes the checks below, which say what is wrong.
+    direction, b64, n, t, wall = obj.get("dir"), obj.get("b64"), obj.get("n"), obj.get("t"), obj.get("wall")
+    if (direction in DIRECTIONS and type(b64) is str and b64.isascii() and type(n) is int
+            and type(t) is float and 0 <= t <= _MAX_ELAPSED and type(wall) is float and 0 <= wall <= _MAX_WALL):
+        try:
+            data = binascii.a2b_base64(b64, strict_mode=True)
+        except binascii.Error:
+            pass
+        else:
+            if len(data) == n and (n or not b64):
+                return Chunk(direction, t, wall, data)
+    direction = _field(obj, "dir", str, number)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"line {number}: 'dir' {direction!r} is not one of {DIRECTIONS}")
+    b64 = _field(obj, "b64", str, number)
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except ValueError as e:  # binascii.Error
+        raise ValueError(f"line {number}: 'b64' is not base64: {e}") from None
+    if _field(obj, "n", int, number, default=len(data)) != len(data):
+        raise ValueError(f"line {number}: 'n' is {obj['n']} but 'b64' holds {len(data)} bytes")
+    return Chunk(direction, _seconds(obj, "t", number, _MAX_ELAPSED), _seconds(obj, "wall", number, _MAX_WALL), data)
+
+
 class Transcript:
     """Every byte both ways, one chunk per read or write, with monotonic and wall timestamps."""
 
@@ -235,20 +282,25 @@ class Transcript:
         header) and the field: not UTF-8 or not JSON, a missing or mistyped field, a time that
         is not a finite number in range (``started_wall: 1e20``, NaN), base64 that is not, a
         byte count that disagrees. Extra fields are ignored."""
-        if isinstance(blob, (bytes, bytearray)):
-            try:
-                text = bytes(blob).decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = bytes(blob[: e.start]).count(b"\n") + 1
-                raise ValueError(f"line {line}: not UTF-8 (byte {e.start} of the file)") from None
-        else:
-            text = blob
-        lines = text.split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        if not lines:
+        t, chunks = cls.stream_jsonl(blob)
+        for chunk in chunks:
+            t._chunks.append(chunk)
+            if chunk.direction == "rx":
+                t.rx_bytes += len(chunk.data)
+            elif chunk.direction == "tx":
+                t.tx_bytes += len(chunk.data)
+        return t
+
+    @classmethod
+    def stream_jsonl(cls, blob: bytes | str) -> tuple["Transcript", Iterator[Chunk]]:
+        """`from_jsonl` a line at a time: the header as a transcript without chunks (at once),
+        and its chunks, each parsed when it is taken (ValueError as `from_jsonl`, when that
+        line is reached). Memory: one line, not every chunk."""
+        lines = _jsonl_lines(blob)
+        first = next(lines, None)
+        if first is None:
             raise ValueError("empty transcript")
-        head = _json_object(lines[0], 1)
+        head = _json_object(first, 1)
         if head.get("format") != TRANSCRIPT_FORMAT or _field(head, "version", int, 1) != TRANSCRIPT_VERSION:
             raise ValueError(f"line 1: not an {TRANSCRIPT_FORMAT} v{TRANSCRIPT_VERSION} header")
         t = cls(_field(head, "source", str, 1, default=""))
@@ -259,24 +311,7 @@ class Transcript:
                     and 0 <= span[0] <= span[1]):
                 raise ValueError(f"line 1: 'chunks' must be [start, stop] with 0 <= start <= stop, got {span!r}")
             t.span = (span[0], span[1])
-        for i, line in enumerate(lines[1:], start=2):
-            obj = _json_object(line, i)
-            direction = _field(obj, "dir", str, i)
-            if direction not in DIRECTIONS:
-                raise ValueError(f"line {i}: 'dir' {direction!r} is not one of {DIRECTIONS}")
-            try:
-                data = base64.b64decode(_field(obj, "b64", str, i), validate=True)
-            except ValueError as e:  # binascii.Error
-                raise ValueError(f"line {i}: 'b64' is not base64: {e}") from None
-            if _field(obj, "n", int, i, default=len(data)) != len(data):
-                raise ValueError(f"line {i}: 'n' is {obj['n']} but 'b64' holds {len(data)} bytes")
-            chunk = Chunk(direction, _seconds(obj, "t", i, _MAX_ELAPSED), _seconds(obj, "wall", i, _MAX_WALL), data)
-            t._chunks.append(chunk)
-            if chunk.direction == "rx":
-                t.rx_bytes += len(data)
-            elif chunk.direction == "tx":
-                t.tx_bytes += len(data)
-        return t
+        return t, (_chunk_of(line, i) for i, line in enumerate(lines, start=2))
 
     def render_text(self, *, max_chunk_bytes: int | None = None, numbered: bool = False) -> str:
         """Readable, pure-ASCII rendering; chunks longer than `max_chunk_bytes` are shortened.
@@ -284,26 +319,74 @@ class Transcript:
         `numbered`: each chunk starts with its line number in `to_jsonl` (the header is line 1),
         the numbers the probes' reasons cite ("evidence serial/...-transcript.jsonl line 8").
         """
-        started = datetime.fromtimestamp(self.started_wall, timezone.utc).isoformat(timespec="microseconds")
-        out = [f"# attestlab console transcript: {escape_bytes(self.source.encode())}, started {started}",
-               f"# rx {self.rx_bytes} bytes, tx {self.tx_bytes} bytes, {len(self._chunks)} chunks;"
-               " escapes: \\r \\n \\t \\\\ \\xNN"]
-        number = (lambda i: f"L{i + 2:<6} ") if numbered else (lambda i: "")
-        gutter = " " * (28 + len(number(0))) + "| "
-        for i, c in enumerate(self._chunks):
-            data = c.data
-            suffix = ""
-            if max_chunk_bytes is not None and len(data) > max_chunk_bytes:
-                suffix = f" [... {len(data) - max_chunk_bytes} more bytes]"
-                data = data[:max_chunk_bytes]
-            if c.direction == "note":
-                body = escape_bytes(data) + suffix
-                out.append(f"{number(i)}+{c.t:12.6f} --   note    # {body}")
-                continue
-            pieces = escape_bytes(data).split("\\n")
-            lines = [p + "\\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
-            lines = lines or [""]
-            lines[-1] += suffix
-            out.append(f"{number(i)}+{c.t:12.6f} {c.direction} {len(c.data):8d} B | {lines[0]}")
-            out.extend(gutter + line for line in lines[1:])
-        return "\n".join(out) + "\n"
+        return "".join(render_lines(self, self._chunks, (self.rx_bytes, self.tx_bytes, len(self._chunks)),
+                                    max_chunk_bytes=max_chunk_bytes, numbered=numbered))
+
+
+def render_lines(head: Transcript, chunks: Iterable[Chunk], totals: tuple[int, int, int], *,
+                 max_chunk_bytes: int | None = None, numbered: bool = False) -> Iterator[str]:
+    """`Transcript.render_text` a line at a time (each ends in a newline): `head` gives the
+    source and start, `totals` the rx bytes, tx bytes and chunk count its first lines state."""
+    yield from _head_lines(head, totals)
+    yield from _chunk_lines(chunks, max_chunk_bytes, numbered)
+
+
+def _head_lines(head: Transcript, totals: tuple[int, int, int]) -> list[str]:
+    started = datetime.fromtimestamp(head.started_wall, timezone.utc).isoformat(timespec="microseconds")
+    rx, tx, count = totals
+    return [f"# attestlab console transcript: {escape_bytes(head.source.encode())}, started {started}\n",
+            f"# rx {rx} bytes, tx {tx} bytes, {count} chunks; escapes: \\r \\n \\t \\\\ \\xNN\n"]
+
+
+def _chunk_lines(chunks: Iterable[Chunk], max_chunk_bytes: int | None, numbered: bool) -> Iterator[str]:
+    number = (lambda i: f"L{i + 2:<6} ") if numbered else (lambda i: "")
+    gutter = " " * (28 + len(number(0))) + "| "
+    for i, c in enumerate(chunks):
+        data = c.data
+        suffix = ""
+        if max_chunk_bytes is not None and len(data) > max_chunk_bytes:
+            suffix = f" [... {len(data) - max_chunk_bytes} more bytes]"
+            data = data[:max_chunk_bytes]
+        if c.direction == "note":
+            yield f"{number(i)}+{c.t:12.6f} --   note    # {escape_bytes(data) + suffix}\n"
+            continue
+        pieces = escape_bytes(data).split("\\n")
+        lines = [p + "\\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+        lines = lines or [""]
+        lines[-1] += suffix
+        yield f"{number(i)}+{c.t:12.6f} {c.direction} {len(c.data):8d} B | {lines[0]}\n"
+        for line in lines[1:]:
+            yield gutter + line + "\n"
+
+
+def render_jsonl(blob: bytes | str, write: Callable[[str], Any], *, max_chunk_bytes: int | None = None,
+                 numbered: bool = False) -> None:
+    """`attestlab serial show`: read a transcript file once, a line at a time, and write its
+    rendering (ValueError as `from_jsonl`, before anything is written). The first lines state
+    totals only known at the end, so the rest waits in a temporary file (memory: a line, not a
+    chunk object per record; a transcript of a million one-byte reads is ~100 MB of JSON)."""
+    head, chunks = Transcript.stream_jsonl(blob)
+    rx = tx = count = 0
+
+    def counted() -> Iterator[Chunk]:
+        nonlocal rx, tx, count
+        for chunk in chunks:
+            count += 1
+            if chunk.direction == "rx":
+                rx += len(chunk.data)
+            elif chunk.direction == "tx":
+                tx += len(chunk.data)
+            yield chunk
+
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="ascii") as rest:
+        batch: list[str] = []
+        for line in _chunk_lines(counted(), max_chunk_bytes, numbered):
+            batch.append(line)
+            if len(batch) >= 4096:
+                rest.write("".join(batch))
+                batch.clear()
+        rest.write("".join(batch))
+        write("".join(_head_lines(head, (rx, tx, count))))
+        rest.seek(0)
+        while piece := rest.read(1 << 20):
+            write(piece)
