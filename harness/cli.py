@@ -7,7 +7,7 @@ Commands:
   attestlab serial show TRANSCRIPT                                    print a console transcript (evidence) readably
   attestlab egress analyze CAPTURE --policy POLICY [--json]           judge a pcap/pcapng against an egress policy
   attestlab keys generate --out PREFIX                                make an Ed25519 lab key pair
-  attestlab reference sign|verify|show PROFILE                        signed reference profiles
+  attestlab reference sign|verify|show|bundle PROFILE                 signed reference profiles
 
 Exit codes of `run`: 0 PASS, 1 FAIL (the board violates a requirement), 2 ERROR (could not
 decide: a timeout, a disconnect, malformed data, a missing reference, a bad plan or board).
@@ -486,7 +486,12 @@ def cmd_reference_verify(args: argparse.Namespace) -> int:
     print(f"  signed by {signer.signer} ({signer.algorithm} key {signer.keyid}) of trust file {trust.path} "
           f"({trust.name})" + (f"; X.509 leaf {signer.x509['leaf']} under {signer.x509['anchor']}" if signer.x509 else ""))
     print(f"  profile sha256 {reference.sha256}; {len(reference.components)} firmware component(s)")
-    return EXIT_PASS
+    from harness.reference.bundle import pinned_problems
+
+    problems = pinned_problems(reference)  # files it pins (RIMs, roots) that a run could not use
+    for problem in problems:
+        print(f"  NOT USABLE: {problem}", file=sys.stderr)
+    return EXIT_FAIL if problems else EXIT_PASS
 
 
 def cmd_reference_show(args: argparse.Namespace) -> int:
@@ -513,6 +518,22 @@ def cmd_reference_show(args: argparse.Namespace) -> int:
     text = envelope.payload.decode("utf-8", "replace")
     sys.stdout.write("\n".join(terminal_safe(line) for line in text.split("\n")))
     return EXIT_FAIL if reference.untrusted else EXIT_PASS
+
+
+def cmd_reference_bundle(args: argparse.Namespace) -> int:
+    from harness.reference.bundle import BundleError, make_bundle
+    from harness.yamlio import YamlError
+
+    envelope = Path(args.envelope)
+    out = Path(args.out) if args.out else envelope.with_name(envelope.name.removesuffix(".dsse.json") + ".bundle.json")
+    try:
+        data, names = make_bundle(envelope)
+        out.write_bytes(data)
+    except (OSError, BundleError, YamlError) as exc:
+        print(f"attestlab reference bundle: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {out}: {envelope} with {len(names)} pinned file(s)" + "".join(f"\n  {n}" for n in names))
+    return EXIT_PASS
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -624,6 +645,16 @@ def build_parser() -> argparse.ArgumentParser:
     rshow.add_argument("envelope", metavar="PROFILE.dsse.json")
     rshow.add_argument("--trust", metavar="TRUST.yaml", help="the lab's trust file (default: as for run)")
     rshow.set_defaults(func=cmd_reference_show)
+    rbundle = reference.add_parser(
+        "bundle", help="pack a signed profile with the files it pins into one file, for air-gapped labs",
+        description="Write PROFILE.bundle.json: the signed profile's envelope with every file it pins "
+                    "({file, sha256}: RIMs, OCP SFRs, vendor roots), read beside it and checked against the "
+                    "signed sha256 (docs/firmware-integrity.md, \"Reference bundles\"). A bundle is read "
+                    "wherever a signed profile is (board.reference, reference verify|show), and its files "
+                    "are taken from it, never from the disk. Exit 0 written, 2 not.")
+    rbundle.add_argument("envelope", metavar="PROFILE.dsse.json")
+    rbundle.add_argument("--out", metavar="OUT.bundle.json", help="default: PROFILE.bundle.json beside the profile")
+    rbundle.set_defaults(func=cmd_reference_bundle)
 
     egress = sub.add_parser("egress", help="network egress tools").add_subparsers(
         dest="egress_command", required=True, metavar="TOOL")

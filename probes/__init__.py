@@ -25,6 +25,7 @@ PROBES: tuple[str, ...] = (
     "pcie_capabilities",
     "firmware_dump",
     "option_rom",
+    "vendor_attestation",
     "console_audit",
     "egress",
 )
