@@ -6,6 +6,9 @@ What: reads the board's PCI expansion ROM through sysfs (the `pcie` interface's 
 class, code type, length and last-image flag, the EFI header, NVIDIA's NPDE extension, the legacy
 x86 checksum) and takes the sha256 of each image and of the whole extent the kernel exposed.
 
+The ROM is read twice: read-only memory that reads differently the second time is a board
+showing each reader what it likes (FAIL, both reads kept as evidence).
+
 Why: the host's UEFI firmware loads and runs the board's EFI driver from this ROM before any
 operating system, with the firmware's privileges; a legacy BIOS runs the x86 image likewise. A
 ROM changed by one byte, or carrying an extra image, runs code on the host that the product
@@ -20,6 +23,7 @@ well-formed NVIDIA ROMs too; or why no ROM could be read, or why it does not par
 
 Check images_match_reference (expected: the reference's `firmware.option_rom`: `images`, a list
 of {index, code_type, size, sha256}, and optionally `extent`: {size, sha256} of the whole ROM):
+- FAIL when the two reads differ, whatever either holds.
 - FAIL for each listed image the ROM lacks or carries with another code type or sha256, for each
   image the reference does not list, for an extent whose sha256 differs, and for each anomaly of
   the chain (a chain that does not parse at all is one); unless the extent's sha256 is the
@@ -42,6 +46,7 @@ from typing import Any
 
 from harness.board import display_path
 from harness.evidence import EvidenceStore
+from harness.formats.digest import sha256_hex
 from harness.formats.option_rom import OptionRomError, code_type_name, parse_option_rom
 from harness.interfaces.pcie import MAX_ROM_BYTES, ROM_READ_TIMEOUT_S, RomReadError, RomUnavailable
 from harness.verdict import CheckResult, Observation, ProbeError
@@ -52,6 +57,7 @@ PARAMS: dict[str, Any] = {
 }
 
 EVIDENCE_NAME = "pcie/option-rom.bin"
+REREAD_EVIDENCE_NAME = "pcie/option-rom-reread.bin"  # only when the second read differs from the first
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -95,10 +101,13 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
             evidence.add(EVIDENCE_NAME, exc.data)
         raise
     ref = evidence.add(EVIDENCE_NAME, data)
+    changed = _read_again(function, data, max_size, timeout_s, evidence)
     config = function.config_space()
     vendor, device = (int.from_bytes(config[0:2], "little"), int.from_bytes(config[2:4], "little")) \
         if len(config) >= 4 else (None, None)
     facts.update(function={"vendor_id": vendor, "device_id": device}, evidence=ref.name)
+    if changed:
+        facts["changed"] = changed
     try:
         rom = parse_option_rom(data)
     except OptionRomError as exc:
@@ -107,6 +116,27 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     parsed = rom.to_facts()
     parsed["anomalies"] += _identity_anomalies(parsed["images"], vendor, device)
     return Observation("option_rom", {**facts, **parsed}, (ref,))
+
+
+def _read_again(function: Any, first: bytes, max_size: int, timeout_s: float, evidence: EvidenceStore) -> str | None:
+    """Why the ROM is not what it was a moment ago, or None. Read-only memory reads the same every
+    time: a board that shows the ROM differently on two reads shows each reader what it likes,
+    and the first read proves nothing about what the host firmware runs."""
+    try:
+        again = function.read_rom(max_size=max_size, timeout_s=timeout_s)
+    except RomUnavailable as exc:
+        raise RomReadError(f"the option ROM was read once, then not again: {exc}") from None
+    except RomReadError as exc:
+        if exc.data:
+            evidence.add(REREAD_EVIDENCE_NAME, exc.data)
+        raise
+    if again == first:
+        return None
+    ref = evidence.add(REREAD_EVIDENCE_NAME, again)
+    at = next((n for n, (a, b) in enumerate(zip(first, again)) if a != b), min(len(first), len(again)))
+    return (f"the option ROM changed between two reads: first {len(first)} bytes, sha256 "
+            f"{sha256_hex(first)} (evidence {EVIDENCE_NAME}), then {len(again)} bytes, sha256 {ref.sha256} "
+            f"(evidence {ref.name}), first different at byte {at:#x}")
 
 
 # --- the reference's `firmware.option_rom` section ---
@@ -165,6 +195,8 @@ def images_match_reference(observation: Observation, expected: Any) -> CheckResu
     signer = facts.get("reference_signer")
     source = f"reference {facts.get('reference_profile')}" + (f", signed by {signer}" if signer else "")
     listed = sorted(ref["images"], key=lambda image: image["index"])
+    if "changed" in facts:  # whatever either read holds, the host may be shown a third
+        return CheckResult.failed(f"{facts['changed']}; {source}", evidence=ev)
     if "error" in facts:
         wanted = "; ".join(f"image {w['index']} ({_name(w['code_type'])}) sha256 {w['sha256']}" for w in listed)
         return CheckResult.failed(

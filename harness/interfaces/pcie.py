@@ -162,6 +162,8 @@ class PcieFunction:
         6.x disable only on exactly "0\n" and take any other write, a bare "0" too, as enable.
         `enable` None writes only where the file lies in sysfs: in a capture or a simulated
         tree `rom` is a plain file, which a write would overwrite, and which reads without it.
+        A `rom` that is a symbolic link is refused unread and unwritten: the kernel's never is one,
+        and a planted one would aim the enable write (as root) at whatever file it names.
         The read goes in 64 KiB pieces (the kernel maps the ROM for each); a board that answers
         so slowly that the pieces outlast `timeout_s` is stopped between two of them.
         """
@@ -169,6 +171,9 @@ class PcieFunction:
         if not os.path.lexists(path):
             raise RomUnavailable(f"{self.path}: no 'rom' file: the function exposes no option ROM (no ROM "
                                  f"BAR, or a hypervisor that passes the function through hides it)")
+        if path.is_symlink():  # sysfs `rom` never is one; a planted one would aim the "1\n" write elsewhere
+            raise RomReadError(f"{path}: a symbolic link (to {os.readlink(path)}), not a function's rom: refused, "
+                               f"neither read nor written")
         if enable is None:
             enable = os.path.realpath(path).startswith("/sys/")
         if enable:
@@ -198,8 +203,9 @@ class PcieFunction:
     @staticmethod
     def _write_rom_switch(path: Path, value: bytes, what: str) -> None:
         try:
-            # O_NONBLOCK: a FIFO planted in place of `rom` must not hang the open; never O_TRUNC.
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: a FIFO planted in place of `rom` must not hang the open; never O_TRUNC;
+            # O_NOFOLLOW: a link planted after read_rom looked is refused too.
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             raise RomReadError(f"{path}: cannot {what} the ROM (write {value.strip().decode()}): "
                                f"{exc.strerror or exc}") from None
@@ -224,7 +230,7 @@ def _read_rom_file(path: Path, limit: int, deadline: float, chunks: list[bytes])
     What was read before a failure stays in `chunks`."""
     try:
         # O_NONBLOCK: a FIFO planted in place of `rom` must not hang the open before fstat refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         return _rom_read_failure(path, exc)
     try:

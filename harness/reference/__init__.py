@@ -4,6 +4,9 @@ digests and components, documented console commands, egress policy).
 A plan step names a dotted key (`reference: pcie.identity`); the board's reference profile
 supplies the value. A missing value is an ERROR ("no reference for …"), never a PASS.
 
+A profile may end its own validity (`reference.not_after`, inside what is signed), so that a
+superseded profile cannot be put back in place of its successor after that time.
+
 A board's profile is a signed document (harness/reference/signed.py): its YAML inside a DSSE
 envelope, trusted only when a signer of the lab's trust file (harness/reference/trust.py) signed
 it. An unsigned, badly signed, expired or untrusted profile still loads, as a `Reference` that
@@ -23,7 +26,7 @@ from harness.files import read_capped
 from harness.reference.components import Component, parse_components
 from harness.reference.signed import (PAYLOAD_TYPE, SignedBy, UntrustedProfile, parse_profile_envelope,
                                       payload_text, verify_profile)
-from harness.reference.trust import TrustFile, no_trust_file_reason
+from harness.reference.trust import TrustFile, no_trust_file_reason, zoned_time
 from harness.verdict import MissingReference
 from harness.yamlio import MAX_YAML_BYTES, Section, YamlError, load_yaml_text
 
@@ -70,14 +73,23 @@ class Reference:
         return record
 
 
-def _profile(doc: Any, source: str) -> tuple[str, dict[str, Any], tuple[Component, ...]]:
+@dataclass(frozen=True)
+class _Profile:
+    product: str
+    values: dict[str, Any]
+    components: tuple[Component, ...]
+    not_after: datetime | None    # the signer's own end to this profile: superseded values stop here
+
+
+def _profile(doc: Any, source: str) -> _Profile:
     top = Section(doc, source)
     meta = top.mapping("reference")
-    meta.reject_unknown({"product", "description", "sources"})
+    meta.reject_unknown({"product", "description", "sources", "not_after"})
     values = {k: v for k, v in doc.items() if k != "reference"}
     if not values:
         raise YamlError(f"{source}: a reference profile needs at least one section besides 'reference'")
-    return meta.text("product"), values, parse_components(values.get("firmware"), source)
+    return _Profile(meta.text("product"), values, parse_components(values.get("firmware"), source),
+                    zoned_time(meta, "not_after"))
 
 
 def load_reference(path: str | Path) -> Reference:
@@ -97,9 +109,9 @@ def load_reference(path: str | Path) -> Reference:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    product, values, components = _profile(load_yaml_text(text, source), source)
-    return Reference(product=product, values=values, path=str(path), sha256=hashlib.sha256(raw).hexdigest(),
-                     components=components)
+    profile = _profile(load_yaml_text(text, source), source)
+    return Reference(product=profile.product, values=profile.values, path=str(path),
+                     sha256=hashlib.sha256(raw).hexdigest(), components=profile.components)
 
 
 def load_board_reference(path: str | Path, trust: TrustFile | None, at: datetime | None = None) -> Reference:
@@ -124,15 +136,22 @@ def load_board_reference(path: str | Path, trust: TrustFile | None, at: datetime
     payload_sha256 = hashlib.sha256(envelope.payload).hexdigest()
     if trust is None:
         return untrusted(no_trust_file_reason(), payload_sha256, file_sha256)
+    at = at or datetime.now(timezone.utc)
     try:
-        signed_by = verify_profile(envelope, trust, at or datetime.now(timezone.utc))
+        signed_by = verify_profile(envelope, trust, at)
         text = payload_text(envelope)
     except UntrustedProfile as exc:
         return untrusted(str(exc), payload_sha256, file_sha256)
     source = f"{path} (signed payload)"
-    product, values, components = _profile(load_yaml_text(text, source), source)
-    return Reference(product=product, values=values, path=str(path), sha256=payload_sha256, signed_by=signed_by,
-                     envelope_sha256=file_sha256, components=components)
+    profile = _profile(load_yaml_text(text, source), source)
+    if profile.not_after is not None and at > profile.not_after:
+        # A signature never expires by itself: without this, every profile a signer ever signed,
+        # superseded values included, stays good for a board to be judged against.
+        return untrusted(f"signed by {signed_by.signer!r}, valid until {profile.not_after.isoformat()} "
+                         f"(its reference.not_after), and it is now {at.isoformat(timespec='seconds')}: expired, "
+                         f"superseded values are not used", payload_sha256, file_sha256)
+    return Reference(product=profile.product, values=profile.values, path=str(path), sha256=payload_sha256,
+                     signed_by=signed_by, envelope_sha256=file_sha256, components=profile.components)
 
 
 def profile_digest(path: str | Path) -> str:

@@ -9,7 +9,8 @@ Signed with Ed25519, ECDSA P-256 (SHA-256) or ECDSA P-384 (SHA-384), ECDSA signa
 (harness/formats/dsse.py). A profile is trusted when one signature verifies with a signer of
 the lab's trust file (harness/reference/trust.py) that allows its algorithm, is within its
 `not_after`, and, for a signer pinned by an X.509 anchor, carries a chain to that anchor valid
-now. Anything else is `UntrustedProfile` with the reason, and every step that uses the profile
+now whose leaf is an end entity issued for code signing (not a CA, EKU id-kp-codeSigning): the
+anchor's web-server or sub-CA certificates do not sign profiles. Anything else is `UntrustedProfile` with the reason, and every step that uses the profile
 is ERROR with it.
 """
 
@@ -20,9 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+
 from harness.formats.dsse import (Envelope, KeyFormatError, PrivateKey, Signature, VerificationError, algorithm_of,
                                   keyid, parse_envelope, sign_envelope, signature_verifies, strict_json)
-from harness.formats.x509chain import ChainError, load_pem_certificates, verify_chain
+from harness.formats.x509chain import ChainError, VerifiedChain, load_pem_certificates, verify_chain
 from harness.reference.trust import Signer, TrustFile
 
 PAYLOAD_TYPE = "application/vnd.attestlab.reference-profile+yaml"
@@ -69,6 +73,42 @@ def parse_profile_envelope(raw: bytes) -> Envelope:
         raise UntrustedProfile(f"it is not a signed reference profile: {exc}") from None
 
 
+_EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+              ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning", ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+              ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping", ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+              ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage"}
+
+
+def _extension(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> Any:
+    try:
+        return cert.extensions.get_extension_for_oid(oid).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _not_a_profile_signer(chain: VerifiedChain) -> str:
+    """Why a chain that leads to the anchor still does not make a profile signer; "" when it does.
+    An anchor vouches for every certificate its PKI issues (web servers, sub-CAs, mail): only an
+    end entity issued for code signing (EKU id-kp-codeSigning), under sub-CAs not restricted to
+    other purposes, speaks for the lab's signer. (verify_chain has read every extension.)"""
+    constraints = _extension(chain.leaf, ExtensionOID.BASIC_CONSTRAINTS)
+    if constraints is not None and constraints.ca:
+        return (f"the chain's leaf {chain.leaf_subject} is a CA certificate (basicConstraints cA): a CA issues "
+                f"signers, it does not sign profiles")
+    for n, cert in enumerate(chain.path):
+        usages = _extension(cert, ExtensionOID.EXTENDED_KEY_USAGE)
+        if n == 0 and usages is None:
+            usages = ()  # an end entity with no extendedKeyUsage is for any purpose: not issued for this one
+        if usages is None or ExtendedKeyUsageOID.CODE_SIGNING in usages or (
+                n and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages):
+            continue
+        what = f"the chain's leaf {chain.leaf_subject}" if n == 0 else f"certificate {n} {cert.subject.rfc4514_string()}"
+        shown = ", ".join(_EKU_NAMES.get(u, u.dotted_string) for u in usages) or "none"
+        return (f"{what} is not issued for code signing (extendedKeyUsage {shown}; codeSigning needed): a "
+                f"certificate of the anchor's PKI for another purpose does not vouch for profiles")
+    return ""
+
+
 def _by_signer(envelope: Envelope, sig: Signature, signer: Signer, at: datetime) -> tuple[str, str, dict | None]:
     """(keyid, algorithm, x509 names) when `sig` is `signer`'s valid signature at `at`; UntrustedProfile why not."""
     who = f"signer {signer.name!r}"
@@ -81,6 +121,9 @@ def _by_signer(envelope: Envelope, sig: Signature, signer: Signer, at: datetime)
             chain = verify_chain(load_pem_certificates(chain_pem, "the signature's x509_chain"), signer.anchor, at=at)
         except ChainError as exc:
             raise UntrustedProfile(f"{who}: the signature's X.509 chain does not lead to its anchor: {exc}") from None
+        refused = _not_a_profile_signer(chain)
+        if refused:
+            raise UntrustedProfile(f"{who}: {refused}")
         leaf_key = chain.leaf.public_key()
         try:
             algorithm_of(leaf_key)

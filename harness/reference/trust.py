@@ -112,7 +112,9 @@ def _pem(section: Section, key: str, base: Path) -> tuple[bytes | None, str]:
     return None, ""
 
 
-def _time(section: Section, key: str) -> datetime | None:
+def zoned_time(section: Section, key: str) -> datetime | None:
+    """`key` as a time with its zone, in UTC; None when absent. A date alone or a time without a
+    zone is refused: "until 2027-06-30" would mean another instant in every lab."""
     value = section.raw(key)
     if value is None:
         return None
@@ -164,7 +166,7 @@ def _signer(item: Any, source: str, path: str, line: int, base: Path) -> Signer:
         raise section.error(None, "a signer needs public_key (or public_key_file), x509_anchor "
                                   "(or x509_anchor_file), or both")
     return Signer(name, public_key, keyid(public_key) if public_key else None, anchor, tuple(algorithms),
-                  _time(section, "not_after"))
+                  zoned_time(section, "not_after"))
 
 
 def parse_trust_file(raw: bytes, path: str | Path) -> TrustFile:
@@ -215,4 +217,4 @@ def load_lab_trust(explicit: str | Path | None = None) -> TrustFile | None:
 
 
 __all__ = ["DEFAULT_LOCATIONS", "TRUST_ENV", "Signer", "TrustError", "TrustFile", "find_trust_file",
-           "load_lab_trust", "load_trust_file", "no_trust_file_reason", "parse_trust_file"]
+           "load_lab_trust", "load_trust_file", "no_trust_file_reason", "parse_trust_file", "zoned_time"]
