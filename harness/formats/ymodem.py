@@ -101,6 +101,7 @@ class YmodemReceiver(Receiver):
         return bytes([NAK]) if self._phase is Phase.FILE else CRC_MODE
 
     def _drop_partial(self) -> None:
+        self._keep_noise(bytes(self._blk))
         self._need = 0
         self._blk.clear()
 
@@ -112,7 +113,7 @@ class YmodemReceiver(Receiver):
         stop = m.start() if m else end
         if stop > pos:
             self._can = False
-            self._skip(stop - pos)
+            self._skip(stop - pos, data[pos:stop])
         if not m:
             return end
         b = data[stop]
@@ -144,10 +145,12 @@ class YmodemReceiver(Receiver):
     def _on_block(self, raw: bytes) -> None:
         number, complement, body = raw[1], raw[2], raw[3:-2]
         if number + complement != 0xFF:
+            self._keep_noise(raw)
             self._stats["bad_blocks"] += 1
             self._error(f"block number {number} and complement {complement} disagree", self._ask_again())
             return
         if int.from_bytes(raw[-2:], "big") != crc16(body):
+            self._keep_noise(raw)  # (a console line printed into a block is here)
             self._stats["crc_errors"] += 1
             self._error(f"block {number}: CRC mismatch at offset {len(self._data)}", self._ask_again())
             return

@@ -6,7 +6,10 @@ caller reads the console, calls `feed`, writes what `feed` returns, calls `on_ti
 line has been quiet for a while, and gives up (sending `abort()`) at its own deadline. When
 `done`, `result()` is the file, its name and size as the sender announced them (untrusted: the
 caller checks the content, e.g. against the board's `sha256sum`), and `leftover` is what came
-after the session (the shell's prompt). `Receiver` holds what harness/formats/ymodem.py shares.
+after the session (the shell's prompt). `take_noise` gives the bytes that were no part of the
+file (skipped between frames, or in a frame that failed its check): console text a board printed
+during the transfer is there, for the caller to judge like any other. `Receiver` holds what
+harness/formats/ymodem.py shares.
 
 Wire format, in short
 ---------------------
@@ -85,6 +88,11 @@ GARBAGE_LIMIT = 128 * 1024   # bytes where a header belongs, before it counts as
 CANCEL_RUN = 5               # this many CAN in a row: the sender cancelled
 ABORT_SEQUENCE = bytes([CAN]) * 8 + b"\x08" * 10   # what lrzsz and rzsz send to cancel
 LEFTOVER_LIMIT = 64 * 1024   # bytes after the session kept for the caller (the shell's prompt)
+# Bytes that were no part of the file (skipped between frames, or in a frame that failed its
+# check) may be console text a board printed mid-transfer: kept for the caller to judge, all
+# of them where the input is bounded (`max_input`), else up to this many (`noise_lost` counts
+# the rest). One error's data in flight alone can be GARBAGE_LIMIT and more.
+NOISE_LIMIT = 1 << 20
 
 
 class FrameType(enum.IntEnum):
@@ -183,6 +191,10 @@ def hex_header(frame_type: int, arg: bytes = b"\0\0\0\0") -> bytes:
     tail = b"\r\x8a" if frame_type in (FrameType.ZACK, FrameType.ZFIN) else b"\r\x8a\x11"
     return b"**\x18B" + text + tail
 
+
+
+# The sender's ZFIN again after the session ended (ours crossed it), as lrzsz sends it: a hex header.
+_ZFIN_AGAIN = hex_header(FrameType.ZFIN)[:-2]
 
 def escape(data: bytes, *, controls: bool = False) -> bytes:
     """ZDLE-escape as a sender does: ZDLE, DLE, XON, XOFF (and high-bit forms), CR after '@';
@@ -287,6 +299,8 @@ class Receiver:
         self._errors = 0                 # errors in a row
         self._garbage = 0                # bytes skipped since the last progress or error
         self._leftover = bytearray()
+        self._noise = bytearray()
+        self.noise_lost = 0              # bytes of noise beyond NOISE_LIMIT, not kept
         self._failed: str | None = None
         self._out = bytearray()
         self._stats = {"bytes_in": 0, "crc_errors": 0, "retries": 0, "errors": 0, "timeouts": 0,
@@ -369,6 +383,12 @@ class Receiver:
         """What to send when the host gives up."""
         return ABORT_SEQUENCE
 
+    def take_noise(self) -> bytes:
+        """The bytes received that were no part of the file, since the last call (console text a
+        board printed around or inside the transfer, line noise); the caller judges them as text."""
+        noise, self._noise = bytes(self._noise), bytearray()
+        return noise
+
     # --- for subclasses ---
 
     def _consume(self, data: bytes, end: int) -> int:
@@ -410,12 +430,19 @@ class Receiver:
         of = f" of {self._size}" if self._size is not None else ""
         return f"{len(self._data)}{of} bytes received"
 
-    def _skip(self, count: int) -> None:
-        """`count` bytes that belong to no frame; too many in a row count as an error."""
+    def _skip(self, count: int, skipped: bytes = b"") -> None:
+        """`count` bytes that belong to no frame (`skipped`, where they can be text); too many in
+        a row count as an error."""
+        self._keep_noise(skipped)
         self._stats["garbage"] += count
         self._garbage += count
         if self._garbage > self.garbage_limit:
             self._error(f"no valid frame in {self.garbage_limit} bytes", self._ask_again())
+
+    def _keep_noise(self, data: bytes) -> None:
+        room = (NOISE_LIMIT if self.max_input is None else self.max_input) - len(self._noise)
+        self._noise += data[:room]
+        self.noise_lost += max(0, len(data) - room)
 
     def _keep(self, rest: bytes) -> None:
         self._leftover += rest[:LEFTOVER_LIMIT - len(self._leftover)]
@@ -470,6 +497,9 @@ class ZmodemReceiver(Receiver):
         return pos
 
     def _drop_partial(self) -> None:
+        if self._lex is _Lex.SUBPACKET:
+            self._keep_noise(bytes(self._sub))
+            self._sub.clear()
         self._lex = _Lex.HUNT
         self._esc = False
 
@@ -509,15 +539,15 @@ class ZmodemReceiver(Receiver):
         i = data.find(ZDLE, pos, end)
         if i < 0:
             self._last = data[end - 1]
-            self._skip(end - pos)
+            self._skip(end - pos, data[pos:end])
             return end
         before = data[i - 1] if i > pos else self._last
         self._last = ZDLE
         if before & 0x7F == ZPAD:
-            self._skip(i - pos)
+            self._skip(i - pos, data[pos:i])
             self._lex = _Lex.FORMAT
         else:
-            self._skip(i + 1 - pos)
+            self._skip(i + 1 - pos, data[pos:i])
         return i + 1
 
     def _format(self, data: bytes, pos: int) -> int:
@@ -663,6 +693,8 @@ class ZmodemReceiver(Receiver):
         return pos
 
     def _bad_subpacket(self, reason: str) -> None:
+        self._keep_noise(bytes(self._sub))  # (empty after a CRC mismatch: kept there)
+        self._sub.clear()
         self._lex = _Lex.HUNT
         self._last = -1
         self._esc = False
@@ -679,6 +711,7 @@ class ZmodemReceiver(Receiver):
             ok = int.from_bytes(self._sub_crc, "big") == crc16(tail, crc16(data))
         self._sub.clear()
         if not ok:
+            self._keep_noise(data)  # (a console line printed into a subpacket is here)
             self._bad_subpacket(f"CRC mismatch at offset {len(self._data)}")
             return
         self._stats["subpackets"] += 1
@@ -793,6 +826,10 @@ class ZmodemReceiver(Receiver):
         pos = 0
         while pos < len(rest) and self._trail:
             b = rest[pos]
+            if self._trail == 2 and rest.startswith(_ZFIN_AGAIN, pos):
+                pos += len(_ZFIN_AGAIN)  # the sender's ZFIN again (ours crossed it): the session is over
+                self._stats["retries"] += 1
+                continue
             if b == 0x4F:
                 self._trail -= 1
             elif not (b in HEADER_EOL and self._trail == 2):

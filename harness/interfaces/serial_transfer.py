@@ -482,6 +482,11 @@ def _receive(console: SerialConsole, name: str, transfer: TransferConfig, place:
     if received.size is not None and received.size != len(data):
         raise console._error(f"region {name!r}: the sender announced {received.size} bytes and sent {len(data)}",
                              details={"region": name})
+    assert place.path is not None
+    asked = place.path.rsplit("/", 1)[-1]
+    if received.name not in (asked, place.path, place.path.lstrip("/")):  # sz sends the base name, -f the path
+        raise console._error(f"region {name!r}: {cmd!r} sent a file named {received.name[:256]!r}, not the "
+                             f"{asked!r} asked for", details={"region": name})
     digest = _check_received(console, name, data, place, board)
     progress.done(f"dump {name}", f"{len(data)} bytes in {seconds:.1f} s")
     provenance = {"command": cmd, "console": console.url, "path": place.path, "protocol": received.protocol,
@@ -518,8 +523,12 @@ class _Reception:
                              f"{time.monotonic() - self.t0:.1f} s)", details={"region": self.name})
 
     def keep_said(self) -> None:
-        """Text the board printed around the transfer, kept as unread text after the command."""
-        text = TextCleaner().feed(bytes(self.before), final=True) + self.said_text
+        """Text the board printed around the transfer, kept as unread text after the command: before
+        the echo, then what the receiver found no part of the file (`take_noise`: text among or
+        inside its frames, all of it after the echo once the transfer started)."""
+        noise = self.receiver.take_noise()
+        after = TextCleaner().feed(noise, final=True) if self.started else self.said_text
+        text = TextCleaner().feed(bytes(self.before), final=True) + after
         self.c._keep_unread(text, self.c.transcript.index("rx", self.sent), self.cmd)
         self.before.clear()
         self.said_text = ""
@@ -590,7 +599,7 @@ class _Reception:
                 reply = receiver.feed(data)
                 if not self.started and (reply or receiver.received > 0):
                     self.started = True
-                    self.said_text = ""  # (what came before was the protocol's preamble: "rz", ZRQINIT)
+                    self.said_text = ""  # (the receiver's noise holds what came before, kept_said)
                 if reply:
                     c.write(reply)
                 progress.update(activity, done=receiver.received, total=receiver.expected, unit="B")
