@@ -7,6 +7,7 @@ Commands:
   attestlab serial show TRANSCRIPT                                    print a console transcript (evidence) readably
   attestlab egress analyze CAPTURE --policy POLICY [--json]           judge a pcap/pcapng against an egress policy
   attestlab keys generate --out PREFIX                                make an Ed25519 lab key pair
+  attestlab archive add|list|show|verify|proof|consistency|export DIR  the archive of signed results
   attestlab reference sign|verify|show|bundle PROFILE                 signed reference profiles
 
 Exit codes of `run`: 0 PASS, 1 FAIL (the board violates a requirement), 2 ERROR (could not
@@ -67,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if trust_problem:
         print(f"attestlab run: {trust_problem}", file=sys.stderr)
         return EXIT_ERROR
+    archive_problem = args.archive and archive_problem_before_run(args.archive)
+    if archive_problem:
+        print(f"attestlab run: --archive {args.archive}: {archive_problem}", file=sys.stderr)
+        return EXIT_ERROR
     pytest_args = [str(args.plan), f"--board={args.board}", f"--attestlab-key={args.key}",
                    f"--attestlab-out={args.out}", "-p", "no:cacheprovider",
                    # hypothesis (a test dependency, if installed) has nothing to do in a run: its
@@ -99,6 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"attestlab run: result NOT written: {outcome.write_error}; the run's verdict "
               f"({outcome.verdict.value}) is not kept, nothing in its directory verifies", file=sys.stderr)
         return EXIT_ERROR
+    if args.archive:  # a signed result, whatever its verdict, goes into the archive
+        not_archived = archive_result(args.archive, outcome.envelope, args.key)
+        if not_archived:
+            print(f"attestlab run: result written to {outcome.envelope} but NOT archived in {args.archive}: "
+                  f"{not_archived}", file=sys.stderr)
+            return EXIT_FAIL if outcome.verdict is Verdict.FAIL else EXIT_ERROR
     if state.deferred_signal:
         print(f"attestlab run: interrupted by {state.deferred_signal} while the result was written; it was "
               f"finished first ({outcome.verdict.value}): {outcome.envelope}", file=sys.stderr)
@@ -166,6 +177,27 @@ def _verify_against(args: argparse.Namespace, record: dict) -> tuple[int, list[s
     return 0, problems
 
 
+def _proof_problem(args: argparse.Namespace):
+    """({entry, archive, tree_size, checkpoint_time}, None) when --proof shows the envelope is in a
+    signed archive tree, else (None, why)."""
+    from harness.archive.checkpoint import ProofFileError, verify_inclusion_file
+    from harness.files import read_capped
+    from harness.formats.dsse import strict_json
+    from harness.results.keys import load_public_key
+
+    try:
+        proof = strict_json(read_capped(args.proof, 1 << 20))
+        envelope = read_capped(args.envelope if not Path(args.envelope).is_dir()
+                               else Path(args.envelope) / "result.dsse.json", 256 * 1024 * 1024)
+        checkpoint = verify_inclusion_file(envelope, proof, load_public_key(args.pubkey))
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    except (ProofFileError, ValueError, UnicodeDecodeError) as exc:
+        return None, str(exc)
+    return {"entry": proof["leaf_index"], "archive": checkpoint.archive, "tree_size": checkpoint.size,
+            "checkpoint_time": checkpoint.time}, None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from harness.results.bundle import verify_result
     from harness.results.dsse import VerificationError
@@ -179,6 +211,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     status, mismatches = _verify_against(args, record)
     if status:
         return status
+    if args.proof:
+        archived, problem = _proof_problem(args)
+        if problem:
+            return _not_verified(args, f"--proof {args.proof}: {problem}", EXIT_FAIL, signature_verified=True)
     plan, board = record["plan"], record["board"]
     steps = [(req, step) for req in record.get("requirements", []) for step in req.get("steps", [])]
     from_plan = [f"{req.get('id')}::{step.get('step')}" for req, step in steps
@@ -196,6 +232,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "tests": [{k: t.get(k) for k in ("nodeid", "outcome", "verdict")}
                                     for t in record.get("tests", [])],
                           "mismatches": mismatches,
+                          **({"archived": archived} if args.proof else {}),
                           **({"reason": f"not from the given files: {'; '.join(mismatches)}"} if mismatches else {})},
                          indent=2))
         return EXIT_FAIL if mismatches else EXIT_PASS
@@ -225,6 +262,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if record.get("not_run"):
         print(f"  INCOMPLETE: {len(record.get('not_run'))} plan step(s) not run: {', '.join(record.get('not_run'))}")
     print(f"  overall {record.get('verdict')}; {verified.blobs_checked} evidence blobs match their digests")
+    if args.proof:
+        print(f"  archived: entry {archived['entry']} of archive {archived['archive'][:16]}…, in the tree of "
+              f"{archived['tree_size']} entries whose checkpoint this key signed at {archived['checkpoint_time']}")
     if args.plan and not mismatches:
         print(f"  plan {args.plan}: the record came from exactly this plan")
     if args.reference and not mismatches:
@@ -536,6 +576,176 @@ def cmd_reference_bundle(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _archive_fail(command: str, exc: BaseException) -> int:
+    """One line for an archive command that could not do its work: 1 when the archive (or a
+    proof) does not verify, 2 for bad input (no archive, unreadable key or file)."""
+    from harness.archive.store import ArchiveCorrupt
+    from harness.progress import terminal_safe
+    from harness.results.dsse import VerificationError
+
+    import sqlite3
+
+    bad = isinstance(exc, (ArchiveCorrupt, VerificationError)) or (
+        command == "verify" and isinstance(exc, sqlite3.DatabaseError))  # archive.db itself damaged
+    why = getattr(exc, "strerror", None) if isinstance(exc, OSError) else None
+    print(f"{'NOT VERIFIED: ' if bad else ''}attestlab archive {command}: {terminal_safe(str(why or exc))}",
+          file=sys.stderr)
+    return EXIT_FAIL if bad else EXIT_ERROR
+
+
+def _write_json(path: str, document: dict) -> None:
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Every `attestlab archive` subcommand: open the archive, do one thing, close it."""
+    import sqlite3
+
+    from harness.archive.store import Archive
+    from harness.results.keys import KeyError_, load_private_key, load_public_key
+    from harness.results.dsse import VerificationError
+
+    command = args.archive_command
+    try:
+        key = load_private_key(args.key) if command == "add" else None
+        public_key = load_public_key(args.pubkey) if getattr(args, "pubkey", None) else None
+        with Archive(args.dir, create=command == "add") as archive:
+            return _ARCHIVE_COMMANDS[command](args, archive, key or public_key)
+    except (OSError, ValueError, KeyError_, VerificationError, sqlite3.Error) as exc:
+        return _archive_fail(command, exc)
+
+
+def _archive_add(args, archive, key) -> int:
+    index = archive.append(args.envelope, key)
+    print(f"archived {args.envelope} as entry {index} of {archive.dir} (checkpoint size {index + 1}, signed)")
+    return EXIT_PASS
+
+
+def archive_problem_before_run(archive_dir: str) -> str | None:
+    """Why `run --archive` could not append at the end, found before the board is touched."""
+    import sqlite3
+
+    from harness.archive.store import Archive
+
+    try:
+        Archive(archive_dir, create=True).close()
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        return str(exc)
+    return None
+
+
+def archive_result(archive_dir: str, envelope: Path, key_path: str) -> str | None:
+    """`run --archive`: append the run's signed result; None when done, else why not."""
+    import sqlite3
+
+    from harness.archive.store import Archive
+    from harness.results.keys import KeyError_, load_private_key
+
+    try:
+        with Archive(archive_dir, create=True) as archive:
+            index = archive.append(envelope, load_private_key(key_path))
+    except (OSError, ValueError, KeyError_, sqlite3.Error) as exc:
+        return str(getattr(exc, "strerror", None) if isinstance(exc, OSError) and exc.strerror else exc)
+    print(f"archived as entry {index} of {archive_dir}")
+    return None
+
+
+def _archive_list(args, archive, _key) -> int:
+    from harness.progress import terminal_safe
+
+    rows = list(archive.log.entries(args.board_serial, args.plan, args.verdict, args.since, args.until))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_PASS
+    columns = ("idx", "run_started", "verdict", "board_name", "board_serial", "plan_id", "run_id")
+    table = [columns] + [tuple(terminal_safe(str(row[c])) for c in columns) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    print(f"{len(rows)} of {archive.size()} entries")
+    return EXIT_PASS
+
+
+def _archive_show(args, archive, _key) -> int:
+    from harness.progress import terminal_safe
+
+    row = archive.log.entry(args.n)
+    leaf = archive.log.leaf(args.n)
+    if row is None or leaf is None:
+        print(f"attestlab archive show: {archive.dir}: no entry {args.n} (it holds {archive.size()})", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"entry {args.n} of {archive.dir} (archive {archive.id})")
+    print(f"  envelope sha256 {leaf[2]}, leaf hash {leaf[1].hex()}, appended {leaf[3]}")
+    for field, value in row.items():
+        if field != "idx":
+            print(f"  {field}: {terminal_safe(str(value))}")
+    print(f"  envelope: {archive.envelope_path(args.n)} (verify it with `attestlab archive verify`)")
+    return EXIT_PASS
+
+
+def held_checkpoint(path: str, public_key):
+    """The signed checkpoint in a file an auditor kept: a proof (`archive proof|export`), a
+    consistency proof (its newer checkpoint) or a bare checkpoint envelope."""
+    from harness.archive.checkpoint import open_checkpoint
+    from harness.files import read_capped
+    from harness.formats.dsse import strict_json
+
+    document = strict_json(read_capped(path, 1 << 20))
+    if isinstance(document, dict) and "payloadType" not in document:
+        document = document.get("checkpoint", document.get("new_checkpoint"))
+    return open_checkpoint(document, public_key, f"held checkpoint {path}")
+
+
+def _archive_verify(args, archive, public_key) -> int:
+    held = tuple(held_checkpoint(path, public_key) for path in args.held or ())
+    verified = archive.verify(public_key, held)
+    print(f"verified: {archive.dir}: {verified.size} entries, {verified.checkpoints} signed checkpoints, "
+          f"{verified.blobs} blobs match their digests; root {verified.root.hex()}"
+          + (f"; consistent with {len(held)} held checkpoint(s)" if held else ""))
+    return EXIT_PASS
+
+
+def _archive_proof(args, archive, public_key) -> int:
+    document = archive.inclusion(args.n, public_key)
+    _write_json(args.out, document)
+    print(f"wrote {args.out}: entry {args.n} in the signed tree of {document['tree_size']} "
+          f"({len(document['audit_path'])} hashes)")
+    return EXIT_PASS
+
+
+def _archive_consistency(args, archive, public_key) -> int:
+    document = archive.consistency(args.old, args.new, public_key)
+    text = json.dumps(document, indent=2)
+    if args.out:
+        _write_json(args.out, document)
+    print(f"checkpoint {args.old} is a prefix of checkpoint {args.new}: {len(document['proof'])} hashes"
+          + (f"; wrote {args.out}" if args.out else f"\n{text}"))
+    return EXIT_PASS
+
+
+def _archive_export(args, archive, public_key) -> int:
+    import shutil
+
+    from harness.results.bundle import ENVELOPE_NAME, EVIDENCE_DIR, verify_result
+
+    document = archive.inclusion(args.n, public_key)
+    envelope = archive.envelope_path(args.n)
+    verified = verify_result(envelope, public_key)
+    out = Path(args.out)
+    (out / EVIDENCE_DIR).mkdir(parents=True, exist_ok=False)
+    shutil.copyfile(envelope, out / ENVELOPE_NAME)
+    for ref in verified.record.get("evidence", []):  # verified: each names a blob with its digest
+        shutil.copyfile(archive.evidence / ref["sha256"], out / EVIDENCE_DIR / ref["sha256"])
+    _write_json(str(out / "proof.json"), document)
+    print(f"wrote {out}: entry {args.n} with {verified.blobs_checked} evidence blob(s) and its inclusion proof; "
+          f"check it with: attestlab verify {out / ENVELOPE_NAME} --pubkey LAB.pub --proof {out / 'proof.json'}")
+    return EXIT_PASS
+
+
+_ARCHIVE_COMMANDS = {"add": _archive_add, "list": _archive_list, "show": _archive_show, "verify": _archive_verify,
+                     "proof": _archive_proof, "consistency": _archive_consistency, "export": _archive_export}
+
+
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from harness.results.keys import KeyError_, generate_keypair
 
@@ -571,6 +781,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the lab's trust file: who may sign reference profiles (default: $ATTESTLAB_TRUST, "
                           "else ~/.config/attestlab/trust.yaml, else /etc/attestlab/trust.yaml; without one "
                           "every step that uses the reference is ERROR)")
+    run.add_argument("--archive", metavar="DIR",
+                     help="also append the signed result to this archive (made if missing; docs/archive.md), "
+                          "its checkpoint signed with --key")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="less output from pytest, and no status line (on a terminal, the step under way "
                           "and what long work reports, e.g. the egress window, is shown in place)")
@@ -588,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "requirements and steps, where each step's expectation came from (exit 1 if not)")
     verify.add_argument("--reference", metavar="PROFILE.yaml",
                         help="also check the expectations came from exactly this reference profile (exit 1 if not)")
+    verify.add_argument("--proof", metavar="PROOF.json",
+                        help="also check the inclusion proof (`attestlab archive proof|export`): the envelope is "
+                             "the stated entry of an archive tree whose checkpoint the same key signed (exit 1 if not)")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=cmd_verify)
 
@@ -656,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
     rbundle.add_argument("--out", metavar="OUT.bundle.json", help="default: PROFILE.bundle.json beside the profile")
     rbundle.set_defaults(func=cmd_reference_bundle)
 
+    _archive_parser(sub)
+
     egress = sub.add_parser("egress", help="network egress tools").add_subparsers(
         dest="egress_command", required=True, metavar="TOOL")
     analyze = egress.add_parser(
@@ -685,6 +903,55 @@ def build_parser() -> argparse.ArgumentParser:
                               "if_MACaddr) sent on its own"),
     analyze.set_defaults(func=cmd_egress_analyze)
     return parser
+
+
+def _archive_parser(sub) -> None:
+    archive = sub.add_parser(
+        "archive", help="the archive of signed results: append-only, tamper-evident (docs/archive.md)",
+        description="Exit status: 0 done, 1 the archive or a proof does not verify, 2 bad input.").add_subparsers(
+        dest="archive_command", required=True, metavar="TOOL")
+    add = archive.add_parser("add", help="append a signed result (it must verify with --key) and sign a new checkpoint")
+    add.add_argument("dir", metavar="DIR")
+    add.add_argument("envelope", metavar="RESULT.dsse.json", help="a result envelope, or its run directory")
+    add.add_argument("--key", required=True, help="the lab's Ed25519 private key: the result must verify with "
+                                                  "it, and it signs the checkpoint")
+    listing = archive.add_parser("list", help="entries, filtered, as a table")
+    listing.add_argument("dir", metavar="DIR")
+    listing.add_argument("--board-serial", metavar="DSN", help="the board's Device Serial Number (any case)")
+    listing.add_argument("--plan", metavar="ID|SHA256", help="plan id or the sha256 of the plan file")
+    listing.add_argument("--verdict", choices=("PASS", "FAIL", "ERROR", "SKIP"), type=str.upper)
+    listing.add_argument("--since", metavar="TIME", help="runs started at or after (ISO 8601, e.g. 2026-11-01)")
+    listing.add_argument("--until", metavar="TIME", help="runs started up to (ISO 8601; a date includes that day)")
+    listing.add_argument("--json", action="store_true")
+    show = archive.add_parser("show", help="one entry")
+    show.add_argument("dir", metavar="DIR")
+    show.add_argument("n", type=int, metavar="N")
+    check = archive.add_parser("verify", help="check every envelope, blob, node and checkpoint; name the first "
+                                              "entry that fails")
+    check.add_argument("dir", metavar="DIR")
+    check.add_argument("--pubkey", required=True, help="the lab's public key (PEM)")
+    check.add_argument("--held", action="append", metavar="FILE",
+                       help="a checkpoint kept outside the archive (a proof.json, a consistency proof, a "
+                            "checkpoint envelope): the archive must extend it (repeatable)")
+    proof = archive.add_parser("proof", help="write the inclusion proof of entry N under the latest checkpoint")
+    proof.add_argument("dir", metavar="DIR")
+    proof.add_argument("n", type=int, metavar="N")
+    proof.add_argument("--pubkey", required=True, help="the lab's public key: the checkpoint is checked first")
+    proof.add_argument("--out", required=True, metavar="PROOF.json")
+    consistency = archive.add_parser("consistency", help="prove the checkpoint of OLD entries is a prefix of NEW's")
+    consistency.add_argument("dir", metavar="DIR")
+    consistency.add_argument("old", type=int, metavar="OLD")
+    consistency.add_argument("new", type=int, metavar="NEW")
+    consistency.add_argument("--pubkey", required=True, help="the lab's public key: both checkpoints are checked")
+    consistency.add_argument("--out", metavar="CONSISTENCY.json")
+    export = archive.add_parser("export", help="write entry N as a self-contained bundle for an auditor: "
+                                               "result.dsse.json, evidence/, proof.json")
+    export.add_argument("dir", metavar="DIR")
+    export.add_argument("n", type=int, metavar="N")
+    export.add_argument("--pubkey", required=True, help="the lab's public key: what is exported is checked first")
+    export.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="a directory that does not exist yet")
+    for parser in archive.choices.values():
+        parser.set_defaults(func=cmd_archive)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ LAYERS = {
     "harness.plugin": "run",
     "harness.cli": "run",
     "harness.results": "results",
+    "harness.archive": "archive",
     "fixtures.sim": "simulation",
     # Shared by every layer: plain data (verdict.py, evidence.py), reading files with a cap
     # (files.py), located YAML for every hand-written file (yamlio.py: plans, board configs,
@@ -41,7 +42,7 @@ LAYERS = {
 
 # A lower layer never imports a higher one: a module imports only its own layer and lower ranks.
 # board and plan know nothing of each other (equal rank, different layers); so do probes and plan.
-RANK = {"shared": 0, "formats": 1, "interfaces": 2, "board": 3, "plan": 3, "probes": 4, "results": 5, "run": 6}
+RANK = {"shared": 0, "formats": 1, "interfaces": 2, "board": 3, "plan": 3, "probes": 4, "results": 5, "archive": 6, "run": 7}
 
 # "Knows nothing of" of the layer table, beyond what the ranks already forbid.
 KNOWS_NOTHING_OF = {
@@ -54,6 +55,7 @@ KNOWS_NOTHING_OF = {
     "probes": ("harness.plan", "pytest", "harness.results", "harness.plugin", "harness.runner", "harness.cli"),
     "plan": ("harness.board", "harness.reference", "harness.interfaces", "probes"),
     "results": ("harness.interfaces", "probes"),
+    "archive": ("harness.interfaces", "probes", "harness.board", "harness.reference", "harness.plan"),
     "simulation": ("harness", "probes"),
 }
 # An interface knows of harness/verdict.py only the errors it raises.

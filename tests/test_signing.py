@@ -382,7 +382,7 @@ def test_a_run_directory_whose_claim_changed_is_not_written(tmp_path, private_ke
 
 def test_a_failed_write_leaves_no_envelope_and_no_temporary_file(tmp_path, private_key, public_key, monkeypatch):
     import harness.results.bundle as bundle
-    real = bundle._write_synced
+    real = bundle.write_synced
 
     def full_disk_at_the_envelope(path, data):
         if ENVELOPE_NAME in path.name:
@@ -390,7 +390,7 @@ def test_a_failed_write_leaves_no_envelope_and_no_temporary_file(tmp_path, priva
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(bundle, "_write_synced", full_disk_at_the_envelope)
+    monkeypatch.setattr(bundle, "write_synced", full_disk_at_the_envelope)
     with pytest.raises(OutputError, match=r"cannot write the result to .*run-1: No space left on device \(ENOSPC\)"):
         make_result(tmp_path, private_key)
     run_dir = tmp_path / "run-1"

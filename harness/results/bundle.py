@@ -79,7 +79,7 @@ def _why(exc: OSError) -> str:
     return f"{exc.strerror or exc}{f' ({name})' if name else ''}"
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
     """`data` in a new file at `path`, on disk before this returns (O_EXCL: never someone else's)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
@@ -91,7 +91,7 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _sync_dir(path: Path) -> None:
+def sync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -126,7 +126,7 @@ def claim_run_dir(out_root: str | Path, run_id: str, started: str = "") -> RunCl
     marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "token": claim.token}
     try:
         # The marker is the write probe: written and fsynced, it shows the output really takes data.
-        _write_synced(run_dir / CLAIM_NAME, (json.dumps(marker) + "\n").encode())
+        write_synced(run_dir / CLAIM_NAME, (json.dumps(marker) + "\n").encode())
         fs = os.statvfs(run_dir)
     except OSError as exc:
         release_run_dir(claim)
@@ -175,9 +175,9 @@ def write_signed_result(out_root: str | Path, record: RunRecord, evidence: Evide
         blob_dir.mkdir(exist_ok=True)
         for digest in dict.fromkeys(ref.sha256 for ref in evidence.refs):
             _write_file(blob_dir / digest, evidence.get(digest), claim.token)
-        _sync_dir(blob_dir)  # every blob on disk before the envelope that cites them
+        sync_dir(blob_dir)  # every blob on disk before the envelope that cites them
         _write_file(target, (json.dumps(envelope, indent=2) + "\n").encode(), claim.token)
-        _sync_dir(claim.path)
+        sync_dir(claim.path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             target.unlink(missing_ok=True)  # not known to be on disk: it must not verify later
@@ -190,7 +190,7 @@ def _write_file(path: Path, data: bytes, token: str) -> None:
     name, then renamed; the temporary file never outlives a failure or an interrupt."""
     tmp = path.with_name(f".{path.name}.{token}.tmp")
     try:
-        _write_synced(tmp, data)
+        write_synced(tmp, data)
         os.rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,359 @@
+"""The archive: one directory a lab keeps for years.
+
+    <dir>/archive.db                 the log, its checkpoints and the query index (db.py)
+    <dir>/blobs/<sha256>             every archived envelope, by the sha256 of its file bytes
+    <dir>/blobs/evidence/<sha256>    every evidence blob those envelopes name
+
+Blobs are written (temporary name, fsync, rename, fsync of the directory) before the database
+transaction that names them commits: a crash leaves at most a blob nobody names, which is
+harmless. The leaf of entry i is the RFC 6962 leaf hash of envelope i's exact file bytes.
+`verify` trusts nothing in the directory but what the lab's key signed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from harness import progress
+from harness.archive.checkpoint import (Checkpoint, ProofFileError, open_checkpoint, proof_document,
+                                        sign_checkpoint, verify_inclusion_file)
+from harness.archive.db import ENTRY_FIELDS, DamagedRow, SqliteLog
+from harness.files import read_capped
+from harness.formats import merkle
+# the result directory's own durable write (tmp, fsync) and directory fsync: one way to put bytes on disk
+from harness.results.bundle import ENVELOPE_NAME, EVIDENCE_DIR, MAX_BLOB_BYTES, verify_result
+from harness.results.bundle import sync_dir, write_synced
+from harness.results.dsse import VerificationError
+
+DB_NAME = "archive.db"
+BLOB_DIR = "blobs"
+MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
+# Test hooks (tests/test_archive.py): with ATTESTLAB_ARCHIVE_PAUSE=<stage> an append writes
+# ATTESTLAB_ARCHIVE_MARK and waits at that stage (`blobs`: blobs written, no transaction yet;
+# `transaction`: everything written inside the open transaction) so that a test can kill it there.
+_PAUSE_LIMIT_S = 60
+
+
+class ArchiveError(ValueError):
+    """The archive cannot do what was asked (no archive there, a result that does not verify)."""
+
+
+class AlreadyArchived(ArchiveError):
+    """The envelope is in the archive already: appending it again is refused."""
+
+    def __init__(self, index: int, sha256: str) -> None:
+        super().__init__(f"envelope sha256 {sha256} is already archived as entry {index}; not appended again")
+        self.index = index
+
+
+class ArchiveCorrupt(ValueError):
+    """`verify` found something the signed checkpoints and envelopes do not vouch for; `entry` is
+    the first entry it concerns (None when it concerns the archive as a whole)."""
+
+    def __init__(self, entry: int | None, message: str) -> None:
+        super().__init__(f"entry {entry}: {message}" if entry is not None else message)
+        self.entry = entry
+
+
+@dataclass(frozen=True)
+class Verified:
+    size: int
+    checkpoints: int
+    blobs: int
+    root: bytes
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def entry_fields(record: dict[str, Any], keyid: str) -> dict[str, Any]:
+    """The query index's row for a verified record: derived from signed data only."""
+    board = record.get("board") if isinstance(record.get("board"), dict) else {}
+    plan = record.get("plan") if isinstance(record.get("plan"), dict) else {}
+    measured = board.get("measured") if isinstance(board.get("measured"), dict) else {}
+    pins = board.get("pins") if isinstance(board.get("pins"), dict) else {}
+    reference = board.get("reference") if isinstance(board.get("reference"), dict) else {}
+    text = lambda v: v if isinstance(v, str) else ("" if v is None else str(v))  # noqa: E731
+    return {"run_id": text(record.get("run_id")), "board_name": text(board.get("name")),
+            "board_serial": text(measured.get("dsn") or pins.get("dsn")), "product": text(reference.get("product")),
+            "plan_id": text(plan.get("id")), "plan_sha256": text(plan.get("sha256")),
+            "verdict": text(record.get("verdict")), "keyid": keyid, "run_started": text(record.get("started"))}
+
+
+def _pause(stage: str) -> None:
+    if os.environ.get("ATTESTLAB_ARCHIVE_PAUSE") != stage:
+        return
+    Path(os.environ["ATTESTLAB_ARCHIVE_MARK"]).write_text(stage)
+    time.sleep(_PAUSE_LIMIT_S)
+
+
+def _write_blob(directory: Path, digest: str, data: bytes) -> None:
+    """`data` at directory/digest, whole or not at all; kept when a good copy is there already."""
+    path = directory / digest
+    with contextlib.suppress(OSError):
+        if hashlib.sha256(read_capped(path, MAX_BLOB_BYTES)).hexdigest() == digest:
+            return
+    tmp = directory / f".{digest}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # parallel appenders: one each
+    try:
+        write_synced(tmp, data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Archive:
+    """An archive directory. `Archive(dir, create=True)` makes one where none is."""
+
+    def __init__(self, directory: str | Path, *, create: bool = False) -> None:
+        self.dir = Path(directory)
+        self.blobs = self.dir / BLOB_DIR
+        self.evidence = self.blobs / EVIDENCE_DIR
+        if not (self.dir / DB_NAME).is_file():
+            if not create:
+                raise ArchiveError(f"{self.dir}: no archive here (no {DB_NAME})")
+            try:
+                self.evidence.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArchiveError(f"{self.dir}: cannot create an archive: {exc.strerror or exc}") from None
+        self.log = SqliteLog(self.dir / DB_NAME)
+        with self.log.transaction():
+            self.log.set_meta_once("archive_id", secrets.token_hex(32))
+        self.id = self.log.meta("archive_id")
+
+    def close(self) -> None:
+        self.log.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- appending ----
+
+    def append(self, envelope_path: str | Path, private_key: Ed25519PrivateKey) -> int:
+        """Archive a signed result (its result.dsse.json, or its run directory) with its evidence;
+        return its entry number. The result must verify with the lab's key, which also signs the
+        new checkpoint. AlreadyArchived when the same envelope bytes are in the archive."""
+        envelope_path = Path(envelope_path)
+        if envelope_path.is_dir():
+            envelope_path = envelope_path / ENVELOPE_NAME
+        public_key = private_key.public_key()
+        try:
+            data = read_capped(envelope_path, MAX_ENVELOPE_BYTES)
+            source = verify_result(envelope_path, public_key)
+        except OSError as exc:
+            raise ArchiveError(f"{envelope_path}: cannot read: {exc.strerror or exc}") from None
+        except VerificationError as exc:
+            raise ArchiveError(f"{envelope_path}: not archived, it does not verify: {exc}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            # the digests verify_result checked: each is a subject, 64 hex digits, its blob matches
+            cited = sorted({ref.get("sha256") for ref in source.record.get("evidence", []) if isinstance(ref, dict)})
+            self.evidence.mkdir(parents=True, exist_ok=True)
+            for blob_digest in cited:
+                _write_blob(self.evidence, blob_digest,
+                            read_capped(envelope_path.parent / EVIDENCE_DIR / blob_digest, MAX_BLOB_BYTES))
+            sync_dir(self.evidence)
+            _write_blob(self.blobs, digest, data)
+            sync_dir(self.blobs)
+        except OSError as exc:
+            raise ArchiveError(f"{self.dir}: cannot store the blobs: {exc.strerror or exc}") from None
+        try:  # what is archived is the stored copy: verified as stored, not as it was read
+            stored = verify_result(self.blobs / digest, public_key)
+        except VerificationError as exc:
+            raise ArchiveError(f"{envelope_path}: the archived copy does not verify: {exc}") from None
+        _pause("blobs")
+        entry = entry_fields(stored.record, stored.keyid)
+        with self.log.transaction():
+            existing = self.log.index_of(digest)
+            if existing is not None:
+                raise AlreadyArchived(existing, digest)
+            size, now = self.log.size(), utc_now()
+            latest = self.log.checkpoint()
+            if latest and datetime.fromisoformat(now) < datetime.fromisoformat(
+                    self._checkpoint(*latest, public_key).time):  # verify would call the next one back-dated
+                raise ArchiveError(f"this host's clock ({now}) is before the archive's latest checkpoint: not appended")
+            leaf = merkle.leaf_hash(data)
+            nodes = merkle.nodes_completed_by_append(size, leaf, self._get)
+            self.log.append(size, leaf, digest, now, nodes, entry)
+            new_root = merkle.root(size + 1, self._get)
+            self.log.add_checkpoint(size + 1, sign_checkpoint(Checkpoint(self.id, size + 1, new_root, now), private_key))
+            _pause("transaction")
+        return size
+
+    def _get(self, level: int, index: int) -> bytes:
+        value = self.log.node(level, index)
+        if value is None:
+            raise ArchiveCorrupt(index << level, f"the log has no node (level {level}, index {index})")
+        return value
+
+    # ---- reading ----
+
+    def size(self) -> int:
+        return self.log.size()
+
+    def envelope_path(self, index: int) -> Path:
+        leaf = self.log.leaf(index)
+        if leaf is None:
+            raise ArchiveError(f"{self.dir}: no entry {index} (the archive holds {self.size()})")
+        return self.blobs / leaf[2]
+
+    def latest_checkpoint(self, public_key: Ed25519PublicKey | None = None) -> tuple[int, bytes]:
+        found = self.log.checkpoint()
+        if found is None:
+            raise ArchiveError(f"{self.dir}: the archive is empty: no checkpoint yet")
+        if public_key is not None:
+            self._checkpoint(found[0], found[1], public_key)
+        return found
+
+    def _checkpoint(self, size: int, envelope: bytes, public_key: Ed25519PublicKey) -> Checkpoint:
+        try:
+            checkpoint = open_checkpoint(envelope, public_key, f"checkpoint of size {size}")
+        except ProofFileError as exc:
+            raise ArchiveCorrupt(max(size - 1, 0), str(exc)) from None
+        if checkpoint.size != size or checkpoint.archive != self.id:
+            raise ArchiveCorrupt(max(size - 1, 0), f"the checkpoint stored as size {size} is the signed checkpoint "
+                                 f"of size {checkpoint.size} of archive {checkpoint.archive[:16]}…: swapped")
+        return checkpoint
+
+    def inclusion(self, index: int, public_key: Ed25519PublicKey) -> dict[str, Any]:
+        """The proof file of entry `index` under the latest checkpoint (checked before it is given)."""
+        size, envelope = self.latest_checkpoint(public_key)
+        leaf = self.log.leaf(index)
+        if leaf is None or index >= size:
+            raise ArchiveError(f"{self.dir}: no entry {index} (the latest checkpoint covers {size})")
+        path = merkle.inclusion_proof(index, size, self._get)
+        document = proof_document(index, leaf[2], path, envelope, size)
+        try:
+            verify_inclusion_file(read_capped(self.blobs / leaf[2], MAX_ENVELOPE_BYTES), document, public_key)
+        except (OSError, ProofFileError) as exc:
+            raise ArchiveCorrupt(index, f"its proof does not hold: {getattr(exc, 'strerror', None) or exc}") from None
+        return document
+
+    def consistency(self, old: int, new: int, public_key: Ed25519PublicKey) -> dict[str, Any]:
+        """The RFC 6962 consistency proof between the checkpoints of `old` and `new` entries."""
+        if not 0 < old <= new:
+            raise ArchiveError(f"a consistency proof needs 0 < OLD <= NEW (got {old}, {new})")
+        ends = []
+        for size in (old, new):
+            found = self.log.checkpoint(size)
+            if found is None:
+                raise ArchiveError(f"{self.dir}: no checkpoint of size {size}")
+            ends.append((self._checkpoint(size, found[1], public_key), found[1]))
+        proof = merkle.consistency_proof(old, new, self._get)
+        try:
+            merkle.verify_consistency(old, new, ends[0][0].root, ends[1][0].root, proof)
+        except merkle.ProofError as exc:
+            raise ArchiveCorrupt(old, f"checkpoint {old} is not a prefix of checkpoint {new}: {exc}") from None
+        return {"old_size": old, "new_size": new, "proof": [h.hex() for h in proof],
+                "old_checkpoint": json.loads(ends[0][1]), "new_checkpoint": json.loads(ends[1][1])}
+
+    # ---- verifying ----
+
+    def verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...] = ()) -> Verified:
+        try:
+            return self._verify(public_key, held)
+        except DamagedRow as exc:
+            raise ArchiveCorrupt(exc.entry, str(exc)) from None
+        except merkle.ProofError as exc:  # a stored node the tree needs is missing or not a hash
+            raise ArchiveCorrupt(None, f"the log's nodes are damaged: {exc}") from None
+
+    def _verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...]) -> Verified:
+        """Check everything against what the lab's key signed; ArchiveCorrupt naming the first
+        entry that fails: every envelope's signature and evidence, every blob's digest, every leaf
+        and node, every checkpoint's signature and root, each consistent with the next. `held`:
+        checkpoints kept outside the archive (an auditor's), each must be a prefix of this log:
+        the only defence against a history rewritten by someone holding the lab's key."""
+        nodes = {(level, idx): value for level, idx, value in self.log.nodes()}
+        size, evidence, total = 0, set(), self.log.size()
+        for idx, leaf, sha, _ in self.log.leaves():
+            if idx != size:
+                raise ArchiveCorrupt(size, f"missing: the log goes from entry {size - 1} to entry {idx}")
+            progress.update("archive verify", done=idx, total=total, unit="entries")
+            try:
+                data = read_capped(self.blobs / sha, MAX_ENVELOPE_BYTES)
+            except OSError as exc:
+                raise ArchiveCorrupt(idx, f"its envelope blob {sha}: {exc.strerror or exc}") from None
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != sha:
+                raise ArchiveCorrupt(idx, f"its envelope blob {sha} was changed (it has sha256 {actual})")
+            try:
+                result = verify_result(self.blobs / sha, public_key)
+            except VerificationError as exc:
+                raise ArchiveCorrupt(idx, f"its result does not verify: {exc}") from None
+            evidence.update(e.get("sha256") for e in result.record.get("evidence", []) if isinstance(e, dict))
+            if merkle.leaf_hash(data) != leaf or nodes.get((0, idx)) != leaf:
+                raise ArchiveCorrupt(idx, "its leaf hash in the log is not the leaf hash of its envelope")
+            row = self.log.entry(idx)
+            expected = entry_fields(result.record, result.keyid)
+            if row is None or any(row[f] != expected[f] for f in ENTRY_FIELDS):
+                wrong = [f for f in ENTRY_FIELDS if row is None or row[f] != expected[f]]
+                raise ArchiveCorrupt(idx, f"its index row says other than its signed record ({', '.join(wrong)})")
+            size += 1
+        for (level, idx), value in sorted(nodes.items()):
+            first = idx << level
+            if first + (1 << level) > size:
+                raise ArchiveCorrupt(first, f"the log holds node (level {level}, index {idx}) beyond its "
+                                            f"{size} entries")
+            if level and value != merkle.node_hash(nodes.get((level - 1, 2 * idx), b""),
+                                                   nodes.get((level - 1, 2 * idx + 1), b"")):
+                raise ArchiveCorrupt(first, f"node (level {level}, index {idx}) over entries {first}.."
+                                            f"{first + (1 << level) - 1} is not the hash of its children")
+        get = lambda level, idx: nodes.get((level, idx))  # noqa: E731
+        for level in range(1, size.bit_length()):
+            for idx in range(size >> level):
+                if (level, idx) not in nodes:
+                    raise ArchiveCorrupt(idx << level, f"the log lacks node (level {level}, index {idx})")
+        previous: Checkpoint | None = None
+        count = 0
+        for cp_size, envelope in self.log.checkpoints():
+            checkpoint = self._checkpoint(cp_size, envelope, public_key)
+            if cp_size > size:
+                raise ArchiveCorrupt(size, f"missing: the signed checkpoint of size {cp_size} covers entries the "
+                                           f"log does not hold (it holds {size})")
+            if merkle.root(cp_size, get) != checkpoint.root:
+                raise ArchiveCorrupt(cp_size - 1, f"the log's first {cp_size} entries are not those the signed "
+                                                  f"checkpoint of size {cp_size} covers: changed, removed or reordered")
+            if cp_size != (previous.size if previous else 0) + 1:
+                gap = (previous.size if previous else 0) + 1
+                raise ArchiveCorrupt(gap - 1, f"the signed checkpoint of size {gap} is missing (the next is {cp_size})")
+            if previous is not None:
+                if datetime.fromisoformat(checkpoint.time) < datetime.fromisoformat(previous.time):
+                    raise ArchiveCorrupt(cp_size - 1, f"checkpoint {cp_size} is dated {checkpoint.time}, before "
+                                                      f"checkpoint {previous.size} ({previous.time})")
+                try:
+                    merkle.verify_consistency(previous.size, cp_size, previous.root, checkpoint.root,
+                                              merkle.consistency_proof(previous.size, cp_size, get))
+                except merkle.ProofError as exc:
+                    raise ArchiveCorrupt(previous.size, f"checkpoint {previous.size} is not a prefix of "
+                                                        f"checkpoint {cp_size}: {exc}") from None
+            previous, count = checkpoint, count + 1
+        if size and (previous is None or previous.size != size):
+            covered = previous.size if previous else 0
+            raise ArchiveCorrupt(covered, f"entries {covered}..{size - 1} are in no signed checkpoint")
+        for kept in held:
+            if kept.archive != self.id:
+                raise ArchiveCorrupt(None, f"the held checkpoint of size {kept.size} is of archive {kept.archive}, "
+                                           f"this is archive {self.id}")
+            if kept.size > size:
+                raise ArchiveCorrupt(size, f"missing: a held checkpoint signed at {kept.time} covers {kept.size} "
+                                           f"entries, the archive holds {size}: entries were removed")
+            if merkle.root(kept.size, get) != kept.root:
+                raise ArchiveCorrupt(max(kept.size - 1, 0), f"history rewritten: the first {kept.size} entries are not "
+                                     f"those of the checkpoint held since {kept.time} (one of entries 0..{kept.size - 1} "
+                                     f"was changed, removed or reordered, and re-signed with the lab's key)")
+        progress.done("archive verify", f"{size} entries")
+        return Verified(size=size, checkpoints=count, blobs=size + len(evidence), root=merkle.root(size, get))
