@@ -616,8 +616,14 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 
 def _archive_add(args, archive, key) -> int:
-    index = archive.append(args.envelope, key)
-    print(f"archived {args.envelope} as entry {index} of {archive.dir} (checkpoint size {index + 1}, signed)")
+    if len(args.envelope) == 1:
+        index = archive.append(args.envelope[0], key)
+        print(f"archived {args.envelope[0]} as entry {index} of {archive.dir} (checkpoint size {index + 1}, signed)")
+        return EXIT_PASS
+    # One transaction for the batch: all of it is appended, or none (docs/archive.md).
+    indexes = archive.append_many(args.envelope, key)
+    print(f"archived {len(indexes)} results as entries {indexes[0]}..{indexes[-1]} of {archive.dir} "
+          f"(checkpoint size {indexes[-1] + 1}, signed)")
     return EXIT_PASS
 
 
@@ -912,7 +918,9 @@ def _archive_parser(sub) -> None:
         dest="archive_command", required=True, metavar="TOOL")
     add = archive.add_parser("add", help="append a signed result (it must verify with --key) and sign a new checkpoint")
     add.add_argument("dir", metavar="DIR")
-    add.add_argument("envelope", metavar="RESULT.dsse.json", help="a result envelope, or its run directory")
+    add.add_argument("envelope", metavar="RESULT.dsse.json", nargs="+",
+                     help="result envelopes, or their run directories; several are appended in one transaction "
+                          "(all or none)")
     add.add_argument("--key", required=True, help="the lab's Ed25519 private key: the result must verify with "
                                                   "it, and it signs the checkpoint")
     listing = archive.add_parser("list", help="entries, filtered, as a table")

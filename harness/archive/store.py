@@ -99,18 +99,50 @@ def _pause(stage: str) -> None:
     time.sleep(_PAUSE_LIMIT_S)
 
 
-def _write_blob(directory: Path, digest: str, data: bytes) -> None:
-    """`data` at directory/digest, whole or not at all; kept when a good copy is there already."""
+def _stage_blob(directory: Path, digest: str, data: bytes, synced: bool) -> tuple[Path, Path] | None:
+    """`data` written under a temporary name in `directory` (fsynced when `synced`), with the name
+    it is to be renamed to; None when a good copy is there already (kept)."""
     path = directory / digest
     with contextlib.suppress(OSError):
         if hashlib.sha256(read_capped(path, MAX_BLOB_BYTES)).hexdigest() == digest:
-            return
+            return None
     tmp = directory / f".{digest}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # parallel appenders: one each
     try:
-        write_synced(tmp, data)
-        os.replace(tmp, path)
-    finally:
+        if synced:
+            write_synced(tmp, data)
+        else:  # a batch: one os.sync() for all its blobs before any is renamed (_store_blobs)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp, path
+
+
+def _store_blobs(blobs: list[tuple[Path, str, bytes]], batch: bool) -> None:
+    """Each (directory, digest, data) at directory/digest, whole or not at all, and on disk with
+    its directory entry before this returns. One append: each written and fsynced, renamed. A
+    batch: all written, then ONE os.sync() (an fsync per file costs a disk flush each), renamed."""
+    synced = not batch
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for directory, digest, data in blobs:
+            if (pair := _stage_blob(directory, digest, data, synced)) is not None:
+                staged.append(pair)
+        if staged and not synced:
+            os.sync()
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    for directory in dict.fromkeys(directory for directory, _, _ in blobs):
+        sync_dir(directory)
 
 
 class Archive:
@@ -147,52 +179,78 @@ class Archive:
         """Archive a signed result (its result.dsse.json, or its run directory) with its evidence;
         return its entry number. The result must verify with the lab's key, which also signs the
         new checkpoint. AlreadyArchived when the same envelope bytes are in the archive."""
-        envelope_path = Path(envelope_path)
-        if envelope_path.is_dir():
-            envelope_path = envelope_path / ENVELOPE_NAME
+        return self.append_many([envelope_path], private_key)[0]
+
+    def append_many(self, envelope_paths: list[str | Path], private_key: Ed25519PrivateKey) -> list[int]:
+        """Archive several signed results at once, in order; return their entry numbers. Each is
+        checked as `append` checks one, and one signed checkpoint per new size is written, all in
+        ONE transaction: a crash leaves the whole batch or none of it. Nothing is appended when
+        any of them does not verify or is archived already (or twice in the batch)."""
         public_key = private_key.public_key()
+        loaded: list[tuple[Path, bytes, str, Any]] = []
+        for envelope_path in map(Path, envelope_paths):
+            if envelope_path.is_dir():
+                envelope_path = envelope_path / ENVELOPE_NAME
+            try:
+                data = read_capped(envelope_path, MAX_ENVELOPE_BYTES)
+                source = verify_result(envelope_path, public_key)
+            except OSError as exc:
+                raise ArchiveError(f"{envelope_path}: cannot read: {exc.strerror or exc}") from None
+            except VerificationError as exc:
+                raise ArchiveError(f"{envelope_path}: not archived, it does not verify: {exc}") from None
+            loaded.append((envelope_path, data, hashlib.sha256(data).hexdigest(), source))
+        seen: dict[str, int] = {}
+        for position, (envelope_path, _, digest, _) in enumerate(loaded):
+            if digest in seen:
+                raise ArchiveError(f"{envelope_path}: the same envelope (sha256 {digest}) is item {seen[digest]} of "
+                                   f"this batch too: nothing appended")
+            seen[digest] = position
+        blobs: list[tuple[Path, str, bytes]] = []
         try:
-            data = read_capped(envelope_path, MAX_ENVELOPE_BYTES)
-            source = verify_result(envelope_path, public_key)
-        except OSError as exc:
-            raise ArchiveError(f"{envelope_path}: cannot read: {exc.strerror or exc}") from None
-        except VerificationError as exc:
-            raise ArchiveError(f"{envelope_path}: not archived, it does not verify: {exc}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        try:
-            # the digests verify_result checked: each is a subject, 64 hex digits, its blob matches
-            cited = sorted({ref.get("sha256") for ref in source.record.get("evidence", []) if isinstance(ref, dict)})
             self.evidence.mkdir(parents=True, exist_ok=True)
-            for blob_digest in cited:
-                _write_blob(self.evidence, blob_digest,
-                            read_capped(envelope_path.parent / EVIDENCE_DIR / blob_digest, MAX_BLOB_BYTES))
-            sync_dir(self.evidence)
-            _write_blob(self.blobs, digest, data)
-            sync_dir(self.blobs)
+            cited: dict[str, Path] = {}  # each evidence blob once, however many results of the batch cite it
+            for envelope_path, _, _, source in loaded:
+                # the digests verify_result checked: each is a subject, 64 hex digits, its blob matches
+                for ref in source.record.get("evidence", []):
+                    if isinstance(ref, dict):
+                        cited.setdefault(ref.get("sha256"), envelope_path.parent / EVIDENCE_DIR)
+            blobs += [(self.evidence, blob_digest, read_capped(source_dir / blob_digest, MAX_BLOB_BYTES))
+                      for blob_digest, source_dir in sorted(cited.items())]
+            blobs += [(self.blobs, digest, data) for _, data, digest, _ in loaded]  # after the evidence they cite
+            _store_blobs(blobs, batch=len(loaded) > 1)
         except OSError as exc:
             raise ArchiveError(f"{self.dir}: cannot store the blobs: {exc.strerror or exc}") from None
-        try:  # what is archived is the stored copy: verified as stored, not as it was read
-            stored = verify_result(self.blobs / digest, public_key)
-        except VerificationError as exc:
-            raise ArchiveError(f"{envelope_path}: the archived copy does not verify: {exc}") from None
+        del blobs
+        entries = []
+        for envelope_path, _, digest, _ in loaded:
+            try:  # what is archived is the stored copy: verified as stored, not as it was read
+                stored = verify_result(self.blobs / digest, public_key)
+            except VerificationError as exc:
+                raise ArchiveError(f"{envelope_path}: the archived copy does not verify: {exc}") from None
+            entries.append(entry_fields(stored.record, stored.keyid))
         _pause("blobs")
-        entry = entry_fields(stored.record, stored.keyid)
         with self.log.transaction():
-            existing = self.log.index_of(digest)
-            if existing is not None:
-                raise AlreadyArchived(existing, digest)
             size, now = self.log.size(), utc_now()
             latest = self.log.checkpoint()
             if latest and datetime.fromisoformat(now) < datetime.fromisoformat(
                     self._checkpoint(*latest, public_key).time):  # verify would call the next one back-dated
                 raise ArchiveError(f"this host's clock ({now}) is before the archive's latest checkpoint: not appended")
-            leaf = merkle.leaf_hash(data)
-            nodes = merkle.nodes_completed_by_append(size, leaf, self._get)
-            self.log.append(size, leaf, digest, now, nodes, entry)
-            new_root = merkle.root(size + 1, self._get)
-            self.log.add_checkpoint(size + 1, sign_checkpoint(Checkpoint(self.id, size + 1, new_root, now), private_key))
+            written: dict[tuple[int, int], bytes] = {}  # this batch's nodes: read back without a query
+            get = lambda level, index: written.get((level, index)) or self._get(level, index)  # noqa: E731
+            first = size
+            for (_, data, digest, _), entry in zip(loaded, entries):
+                existing = self.log.index_of(digest)
+                if existing is not None:
+                    raise AlreadyArchived(existing, digest)
+                leaf = merkle.leaf_hash(data)
+                nodes = merkle.nodes_completed_by_append(size, leaf, get)
+                written.update(((level, index), value) for level, index, value in nodes)
+                self.log.append(size, leaf, digest, now, nodes, entry)
+                size += 1
+                self.log.add_checkpoint(size, sign_checkpoint(Checkpoint(self.id, size, merkle.root(size, get), now),
+                                                              private_key))
             _pause("transaction")
-        return size
+        return list(range(first, size))
 
     def _get(self, level: int, index: int) -> bytes:
         value = self.log.node(level, index)
