@@ -49,6 +49,16 @@ def attestlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT)
 
 
+def at_once(*calls):
+    """Each of `calls` (no arguments) in its own thread, all started together; their results in
+    order. For independent commands a test runs: each is a process that mostly starts Python or
+    waits on its board, so two cores run them side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+
 def namespaces() -> set[str]:
     """The named network namespaces now (`ip netns list`): leftovers of a run show up here."""
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -78,6 +88,31 @@ class ZooRun:
         self.proc = proc
         self.envelope = next((line.split(": ", 1)[1] for line in proc.stdout.splitlines()
                               if line.startswith("signed result: ")), None)
+
+    def step_results(self):
+        """(step results, evidence) as the signed result holds them: the record verified with the
+        TEST key, each step a StepResult again, each blob read back from the run's evidence folder.
+        Tests of one probe judge these rather than run the board a second time."""
+        from harness.evidence import EvidenceStore
+        from harness.results.bundle import verify_result
+        from harness.results.keys import load_public_key
+        from harness.verdict import EvidenceRef, StepResult, Verdict
+
+        assert self.envelope, f"{self.board}: no signed result (exit {self.proc.returncode})\n{self.proc.stdout[-3000:]}"
+        record = verify_result(self.envelope, load_public_key(TEST_PUB)).record
+        evidence = EvidenceStore()
+        folder = Path(self.envelope).parent / "evidence"
+        steps = []
+        for step in (s for req in record["requirements"] for s in req["steps"]):
+            refs = tuple(EvidenceRef(**ref) for ref in step["evidence"])
+            for ref in refs:
+                evidence.add(ref.name, (folder / ref.sha256).read_bytes(), ref.media_type)
+            steps.append(StepResult(requirement=step["requirement"], step=step["step"], probe=step["probe"],
+                                    check=step["check"], verdict=Verdict(step["verdict"]),
+                                    reasons=tuple(step["reasons"]), evidence=refs, facts=step["facts"],
+                                    started=step["started"], finished=step["finished"],
+                                    expectation=step["expectation"]))
+        return steps, evidence
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from harness.interfaces.netcap import privilege_problem
 from harness.results.bundle import verify_result
 from harness.results.keys import load_public_key
 
-from conftest import BOARDS, ROOT, TEST_PUB, attestlab
+from conftest import BOARDS, ROOT, TEST_PUB, at_once, attestlab
 
 REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
 MATRIX = yaml.safe_load((BOARDS / "matrix.yaml").read_text())
@@ -36,8 +36,8 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def _policy_file(tmp_path: Path, doc) -> Path:
-    path = tmp_path / "policy.yaml"
+def _policy_file(tmp_path: Path, doc, name: str = "policy.yaml") -> Path:
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -60,10 +60,10 @@ def test_analyze_on_a_variants_own_evidence_agrees_with_the_live_run(board, zoo_
     capture = step["facts"]["capture"]
     assert capture["complete"] and capture["dropped"] == 0 and capture["packets_in"] > 0
 
-    human = attestlab("egress", "analyze", str(pcap), "--policy", str(REFERENCE))
+    human, report = at_once(lambda: attestlab("egress", "analyze", str(pcap), "--policy", str(REFERENCE)),
+                            lambda: attestlab("egress", "analyze", str(pcap), "--policy", str(REFERENCE), "--json"))
     assert human.returncode == EXIT[live], human.stdout + human.stderr
     assert f"verdict: {live}" in human.stdout
-    report = attestlab("egress", "analyze", str(pcap), "--policy", str(REFERENCE), "--json")
     doc = json.loads(report.stdout)
     assert report.returncode == EXIT[live] and doc["verdict"] == live
     assert doc["packets"] == capture["packets"] and doc["capture_macs"] == [capture["capture_mac"]]
@@ -132,44 +132,51 @@ def test_exit_1_with_a_violation_table_naming_destination_names_bytes_and_times(
 
 def test_exit_2_when_the_recording_cannot_be_judged(tmp_path):
     undecoded = _write(tmp_path, "u.pcapng", pcapng(clean_frames() + [undecodable_frame()]))
-    run = attestlab("egress", "analyze", str(undecoded), "--policy", str(REFERENCE))
-    assert run.returncode == 2 and "cannot be fully judged:\n  - 1 frame not decoded" in run.stdout
-    assert "anomaly: frame 7:" in run.stdout
     dropped = _write(tmp_path, "d.pcapng", pcapng(clean_frames(), stats=(10, 4)))
-    doc = json.loads(attestlab("egress", "analyze", str(dropped), "--policy", str(REFERENCE), "--json").stdout)
-    assert doc["verdict"] == "ERROR" and doc["errors"] == ["capture dropped 4 packets"]
-    assert "capture dropped 4 packets" in doc["anomalies"]
     silent = _write(tmp_path, "s.pcapng", pcapng([clean_frames()[3]]))
-    run = attestlab("egress", "analyze", str(silent), "--policy", str(REFERENCE))
-    assert run.returncode == 2 and "nothing to judge: every frame in the capture came from the capturing host" in run.stdout
     # A violation is a finding even when other frames could not be decoded.
     both = _write(tmp_path, "b.pcapng", pcapng(phone_home_frames() + [undecodable_frame()]))
-    assert attestlab("egress", "analyze", str(both), "--policy", str(REFERENCE)).returncode == 1
-    for bad_file, text in ((tmp_path / "missing.pcapng", "no capture file"),
-                           (_write(tmp_path, "empty.pcap", b""), "is empty"),
-                           (_write(tmp_path, "junk.pcap", b"GIF89a..."), "unknown capture magic")):
-        run = attestlab("egress", "analyze", str(bad_file), "--policy", str(REFERENCE))
-        assert run.returncode == 2 and text in run.stderr, run.stderr
+    bad_files = ((tmp_path / "missing.pcapng", "no capture file"),
+                 (_write(tmp_path, "empty.pcap", b""), "is empty"),
+                 (_write(tmp_path, "junk.pcap", b"GIF89a..."), "unknown capture magic"))
+
+    def analyze(capture: Path, *more: str):
+        return lambda: attestlab("egress", "analyze", str(capture), "--policy", str(REFERENCE), *more)
+    run, dropped_run, silent_run, both_run, *bad_runs = at_once(
+        analyze(undecoded), analyze(dropped, "--json"), analyze(silent), analyze(both),
+        *(analyze(bad_file) for bad_file, _ in bad_files))
+    assert run.returncode == 2 and "cannot be fully judged:\n  - 1 frame not decoded" in run.stdout
+    assert "anomaly: frame 7:" in run.stdout
+    doc = json.loads(dropped_run.stdout)
+    assert doc["verdict"] == "ERROR" and doc["errors"] == ["capture dropped 4 packets"]
+    assert "capture dropped 4 packets" in doc["anomalies"]
+    assert silent_run.returncode == 2 and \
+        "nothing to judge: every frame in the capture came from the capturing host" in silent_run.stdout
+    assert both_run.returncode == 1
+    for (_, text), bad in zip(bad_files, bad_runs):
+        assert bad.returncode == 2 and text in bad.stderr, bad.stderr
 
 
 def test_policy_is_a_policy_file_or_a_reference_profile(tmp_path):
     cap = _write(tmp_path, "clean.pcapng", pcapng(clean_frames()))
     ntp_only = _policy_file(tmp_path, {"allow": [{"proto": "udp", "dst": "192.0.2.123", "dport": 123}]})
-    run = attestlab("egress", "analyze", str(cap), "--policy", str(ntp_only))
-    assert run.returncode == 0 and f"policy: policy file {ntp_only}" in run.stdout
-    nothing = _policy_file(tmp_path, {"allow": []})
-    assert attestlab("egress", "analyze", str(cap), "--policy", str(nothing)).returncode == 1
-    invalid = _policy_file(tmp_path, {"allow": [{"dns": "*"}]})
-    run = attestlab("egress", "analyze", str(cap), "--policy", str(invalid))
-    assert run.returncode == 2 and "matches every name" in run.stderr
+    nothing = _policy_file(tmp_path, {"allow": []}, "nothing.yaml")
+    invalid = _policy_file(tmp_path, {"allow": [{"dns": "*"}]}, "invalid.yaml")
     reference = tmp_path / "ref.yaml"
     reference.write_text(REFERENCE.read_text().split("# --- egress policy ---")[0])
-    run = attestlab("egress", "analyze", str(cap), "--policy", str(reference))
-    assert run.returncode == 2 and "reference profile without egress.policy" in run.stderr
-    run = attestlab("egress", "analyze", str(cap), "--policy", str(tmp_path / "none.yaml"))
-    assert run.returncode == 2 and "none.yaml" in run.stderr
-    helptext = attestlab("egress", "analyze", "--help").stdout
-    assert "reference profile" in helptext and "exit status: 0 every flow allowed, 1" in helptext
+
+    def analyze(*args: str):
+        return lambda: attestlab("egress", "analyze", *args)
+    ntp_run, nothing_run, invalid_run, reference_run, missing_run, helped = at_once(
+        analyze(str(cap), "--policy", str(ntp_only)), analyze(str(cap), "--policy", str(nothing)),
+        analyze(str(cap), "--policy", str(invalid)), analyze(str(cap), "--policy", str(reference)),
+        analyze(str(cap), "--policy", str(tmp_path / "none.yaml")), analyze("--help"))
+    assert ntp_run.returncode == 0 and f"policy: policy file {ntp_only}" in ntp_run.stdout
+    assert nothing_run.returncode == 1
+    assert invalid_run.returncode == 2 and "matches every name" in invalid_run.stderr
+    assert reference_run.returncode == 2 and "reference profile without egress.policy" in reference_run.stderr
+    assert missing_run.returncode == 2 and "none.yaml" in missing_run.stderr
+    assert "reference profile" in helped.stdout and "exit status: 0 every flow allowed, 1" in helped.stdout
 
 
 def test_all_flows_judges_the_capturing_hosts_own_frames_too(tmp_path):

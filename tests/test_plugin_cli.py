@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import BOARDS, PCIE_PLAN as PLAN, ROOT, TEST_KEY, TEST_PUB, attestlab, signed_reference
+from conftest import BOARDS, PCIE_PLAN as PLAN, ROOT, TEST_KEY, TEST_PUB, at_once, attestlab, signed_reference
 
 REFERENCE = BOARDS.parent / "references" / "nvidia-h100-sxm5-80gb.yaml"
 
@@ -36,9 +36,11 @@ def board_missing_capability_reference(tmp_path):
 
 
 def test_run_exit_codes_are_0_pass_1_fail_2_error(tmp_path, board_missing_capability_reference):
-    assert run_plan(tmp_path, BOARDS / "sim-clean.yaml").returncode == 0
-    assert run_plan(tmp_path, BOARDS / "sim-wrong-identity.yaml").returncode == 1
-    error = run_plan(tmp_path, board_missing_capability_reference)
+    passed, failed, error = at_once(lambda: run_plan(tmp_path, BOARDS / "sim-clean.yaml"),
+                                    lambda: run_plan(tmp_path, BOARDS / "sim-wrong-identity.yaml"),
+                                    lambda: run_plan(tmp_path, board_missing_capability_reference))
+    assert passed.returncode == 0
+    assert failed.returncode == 1
     assert error.returncode == 2
     assert "ERROR  L1-PCIE-CAPABILITIES" in error.stdout
     assert "no reference for 'pcie.capabilities'" in error.stdout
@@ -66,8 +68,11 @@ def test_missing_key_is_exit_2_with_a_message(tmp_path):
 
 def test_pytest_maps_verdicts_to_outcomes_and_writes_junit(tmp_path, board_missing_capability_reference):
     junit = tmp_path / "report.xml"
-    result = subprocess.run([sys.executable, "-m", "pytest", str(PLAN), f"--board={board_missing_capability_reference}",
-                             f"--junitxml={junit}", "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=ROOT)
+    result, failing = at_once(
+        lambda: subprocess.run([sys.executable, "-m", "pytest", str(PLAN), f"--board={board_missing_capability_reference}",
+                                f"--junitxml={junit}", "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=ROOT),
+        lambda: subprocess.run([sys.executable, "-m", "pytest", str(PLAN), f"--board={BOARDS / 'sim-extra-capability.yaml'}",
+                                "-p", "no:cacheprovider", "-rA"], capture_output=True, text=True, cwd=ROOT))
     assert result.returncode == 1
     assert "1 passed, 1 error" in result.stdout
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
@@ -75,8 +80,6 @@ def test_pytest_maps_verdicts_to_outcomes_and_writes_junit(tmp_path, board_missi
     assert cases["inventory"].find("error") is not None
     assert "no reference for" in cases["inventory"].find("error").get("message", "") + (cases["inventory"].find("error").text or "")
 
-    failing = subprocess.run([sys.executable, "-m", "pytest", str(PLAN), f"--board={BOARDS / 'sim-extra-capability.yaml'}",
-                              "-p", "no:cacheprovider", "-rA"], capture_output=True, text=True, cwd=ROOT)
     assert "1 failed, 1 passed" in failing.stdout
     assert f"{PLAN.name}::L1-PCIE-CAPABILITIES::inventory" in failing.stdout
     assert "FAIL   L1-PCIE-CAPABILITIES" in failing.stdout and "overall: FAIL" in failing.stdout
@@ -95,11 +98,12 @@ def test_hand_written_tests_get_board_and_evidence_fixtures(tmp_path):
         "def test_reads_the_board(board, evidence):\n"
         "    ref = evidence.add('extra/config', board.pcie.config_space())\n"
         "    assert board.pcie.hex_attribute('vendor') == 0x10de and ref.size == 4096\n")
-    with_board = subprocess.run([sys.executable, "-m", "pytest", str(test_file), f"--board={BOARDS / 'sim-clean.yaml'}",
-                                 "-p", "no:cacheprovider", "-q"], capture_output=True, text=True, cwd=tmp_path)
+    with_board, without = at_once(
+        lambda: subprocess.run([sys.executable, "-m", "pytest", str(test_file), f"--board={BOARDS / 'sim-clean.yaml'}",
+                                "-p", "no:cacheprovider", "-q"], capture_output=True, text=True, cwd=tmp_path),
+        lambda: subprocess.run([sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q", "-rs"],
+                               capture_output=True, text=True, cwd=tmp_path))
     assert "1 passed" in with_board.stdout, with_board.stdout
-    without = subprocess.run([sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q", "-rs"],
-                             capture_output=True, text=True, cwd=tmp_path)
     assert "1 skipped" in without.stdout and "needs --board" in without.stdout
 
 
@@ -183,10 +187,10 @@ def test_errors_and_skips_of_tests_that_never_touch_the_board_count_too(tmp_path
                         "def test_uses_broken(broken):\n    pass\n")
     skipping = tmp_path / "test_skipping.py"
     skipping.write_text("import pytest\n\ndef test_not_here():\n    pytest.skip('no scope attached')\n")
-    _, report, _ = run_session(tmp_path, erroring)
+    (_, report, _), (_, skipped, envelope) = at_once(lambda: run_session(tmp_path, erroring),
+                                                     lambda: run_session(tmp_path, skipping))
     assert report["verdict"] == "ERROR"
-    _, report, envelope = run_session(tmp_path, skipping)
-    assert report["verdict"] == "SKIP"
+    assert skipped["verdict"] == "SKIP"
     assert {t["outcome"] for t in signed_record(envelope)["tests"]} == {"passed", "skipped"}
 
 
@@ -234,15 +238,16 @@ def test_the_record_binds_the_plan_its_steps_and_each_expectation_source(tmp_pat
 
 def test_verify_with_the_plan_accepts_exactly_that_plan(tmp_path):
     envelope = envelope_of(run_plan(tmp_path, BOARDS / "sim-clean.yaml"))
-    same = attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(PLAN), "--reference", str(REFERENCE))
-    assert same.returncode == 0 and "came from exactly this plan" in same.stdout
     edited = tmp_path / "pcie-only.yaml"
     edited.write_bytes(PLAN.read_bytes() + b"\n")  # one byte more: another plan
-    other = attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(edited))
+    same, other, level1, not_a_plan = at_once(
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(PLAN), "--reference", str(REFERENCE)),
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(edited)),
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(LEVEL1)),
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", "/dev/zero"))
+    assert same.returncode == 0 and "came from exactly this plan" in same.stdout
     assert other.returncode == 1 and "plan digest differs" in other.stderr
-    level1 = attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(LEVEL1))
     assert level1.returncode == 1 and "holds 2 step(s)" in level1.stderr
-    not_a_plan = attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", "/dev/zero")
     assert not_a_plan.returncode == 2 and "not a regular file" in not_a_plan.stderr
 
 
@@ -261,13 +266,15 @@ def test_a_plan_that_keeps_the_level1_id_but_replaces_the_reference_is_exposed(t
                     "--key", str(TEST_KEY), "--out", str(tmp_path / "results"))
     assert run.returncode == 0  # the forged plan passes a wrong board...
     envelope = envelope_of(run)
-    shown = attestlab("verify", envelope, "--pubkey", str(TEST_PUB))
+    shown, as_json, against = at_once(
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB)),
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--json"),
+        lambda: attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(LEVEL1)))
     assert shown.returncode == 0
     assert "2 requirement(s), 2 step(s)" in shown.stdout
     assert "FROM THE PLAN (expect: at line" in shown.stdout and "NOTE: 1 step(s)" in shown.stdout
-    report = json.loads(attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--json").stdout)
+    report = json.loads(as_json.stdout)
     assert report["expectations_from_plan"] == ["L1-PCIE-IDENTITY::identity"]
-    against = attestlab("verify", envelope, "--pubkey", str(TEST_PUB), "--plan", str(LEVEL1))
     assert against.returncode == 1  # ...but is not a level-1 result
     assert "plan digest differs" in against.stderr and "L1-PCIE-IDENTITY::identity took its expectation" in against.stderr
 

@@ -2,7 +2,8 @@
 
 Every board here is a separate simulator process serving its console on a pty; the harness
 opens the slave side with pyserial, exactly as it opens a USB-serial adapter. The zoo variants
-(fixtures/boards/sim-*.yaml) run level1's serial requirements through Board + StepRunner; the
+(fixtures/boards/sim-*.yaml) are judged on their serial requirements as the zoo's signed
+`attestlab run` of level1 recorded them (tests/conftest.py runs each once per session); the
 fail-closed paths use a bench-style board (interfaces.serial: {url: /dev/pts/N, ...}) in front
 of a console started here with a profile made for the case. The whole level1 plan on every
 variant is tests/test_zoo_matrix.py.
@@ -40,7 +41,7 @@ from harness.verdict import CheckResult, Observation, Verdict
 from probes.console_audit import help_names
 from probes.firmware_dump import block_digests, digests_match_reference, version_not_below_minimum
 
-from conftest import BOARDS, PLAN, ROOT, start_console_simulator, stop_processes
+from conftest import PLAN, ROOT, start_console_simulator, stop_processes
 
 REFERENCE_PATH = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.yaml"
 SERIAL_REQUIREMENTS = ("L1-FW-INTEGRITY", "L1-FW-ROLLBACK", "L1-CONSOLE-COMMANDS", "L1-CONSOLE-BOOTLOG")
@@ -50,18 +51,6 @@ AUDIT_PARAMS = LEVEL1.requirement("L1-CONSOLE-COMMANDS").steps[0].params  # leve
 # and a short final quiet keep a whole audit to about a second.
 QUICK_AUDIT = {**AUDIT_PARAMS, "probe_commands": ["remote_disable", "debug_unlock"], "final_quiet_s": 0.2}
 CLEAN_CONSOLE = load_profile("clean")["console"]
-
-
-def run_serial_requirements(board: Board) -> dict[str, tuple]:
-    """level1's serial requirements on `board`: {requirement: (StepResult, EvidenceStore)}."""
-    evidence = EvidenceStore()
-    runner = StepRunner(board, evidence)
-    results = {}
-    for req_id in SERIAL_REQUIREMENTS:
-        req = LEVEL1.requirement(req_id)
-        (step,) = [s for s in req.steps if s.probe in ("firmware_dump", "console_audit")]
-        results[req_id] = runner.run(req, step)
-    return results, evidence
 
 
 def jsonl_line(evidence: EvidenceStore, ref_name: str, results, line: int) -> dict:
@@ -77,31 +66,20 @@ def tx_text(record: dict) -> str:
 
 # --- the zoo, serial requirements only ---
 
-ZOO_VARIANTS = ("clean", "tampered-firmware", "rollback", "hidden-command", "noisy-console", "flaky-link",
-                "debug-boot")
-
-
-def _serial_requirements_of(variant: str):
-    with Board.from_file(BOARDS / f"sim-{variant}.yaml") as board:
-        return run_serial_requirements(board)
-
-
 @pytest.fixture(scope="module")
-def zoo():
-    """variant -> (results, evidence): each sim board's serial requirements, run once.
-
-    A console audit spends most of its time waiting for the board (settle, quiet periods), so
-    the first use runs every variant of ZOO_VARIANTS at once, each its own simulator process."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=len(ZOO_VARIANTS)) as pool:
-        futures = {variant: pool.submit(_serial_requirements_of, variant) for variant in ZOO_VARIANTS}
-        cache = {variant: future.result() for variant, future in futures.items()}
-
+def zoo(zoo_run):
+    """variant -> (results, evidence): each sim board's serial requirements, {requirement: its
+    firmware_dump or console_audit step}, from the zoo's own `attestlab run` of the standard plan
+    (tests/conftest.py): the signed result and the evidence kept beside it, nothing run twice."""
     def get(variant: str):
-        if variant not in cache:
-            cache[variant] = _serial_requirements_of(variant)
-        return cache[variant]
+        steps, evidence = zoo_run(f"sim-{variant}").step_results()
+        results = {}
+        for step in steps:
+            if step.requirement in SERIAL_REQUIREMENTS and step.probe in ("firmware_dump", "console_audit"):
+                assert step.requirement not in results, f"{variant}: two serial steps in {step.requirement}"
+                results[step.requirement] = step
+        assert set(results) == set(SERIAL_REQUIREMENTS), f"{variant}: serial steps of {sorted(results)}"
+        return results, evidence
     return get
 
 
@@ -275,6 +253,52 @@ def console_sim(tmp_path):
     stop_processes(procs)
 
 
+class Cases:
+    """A module's board work, run at once: a step on a simulated console mostly waits on the
+    board (settle, quiet periods, timeouts), so a test's board work is a function
+    `run(console_sim)` registered with `@cases` beside the test, and the module fixture made by
+    `cases.fixture()` runs every registered one side by side on its first use. The test judges
+    what its case returned; a case's exception is raised in its own test."""
+
+    AT_ONCE = 6  # more would only queue on two cores while their simulators start
+
+    def __init__(self) -> None:
+        self.runs: dict = {}
+
+    def __call__(self, run):
+        self.runs[run.__name__] = run
+        return run
+
+    def fixture(self):
+        runs = self.runs
+
+        @pytest.fixture(scope="module")
+        def ran(tmp_path_factory):
+            """ran(case) -> what that case returned; every case's simulators stopped before."""
+            from concurrent.futures import ThreadPoolExecutor, wait
+
+            folders = {name: tmp_path_factory.mktemp(name) for name in runs}  # (here: mktemp is not thread-safe)
+            procs: list[subprocess.Popen] = []
+
+            def console_sim_in(folder: Path):
+                def start(console: dict) -> ConsoleProcess:
+                    proc, endpoint = start_console_simulator({"console": console}, folder)
+                    procs.append(proc)
+                    return ConsoleProcess(proc, endpoint)
+                return start
+
+            with ThreadPoolExecutor(max_workers=self.AT_ONCE) as pool:
+                futures = {name: pool.submit(run, console_sim_in(folders[name])) for name, run in runs.items()}
+                wait(list(futures.values()))
+            stop_processes(procs)
+            return lambda name: futures[name].result()
+        return ran
+
+
+case = Cases()
+ran = case.fixture()
+
+
 def run_step(board: Board, probe: str, check: str, *, reference: str | None = None, params=None,
              runner: StepRunner | None = None):
     runner = runner or StepRunner(board, EvidenceStore())
@@ -367,22 +391,34 @@ def test_board_killed_mid_dump_is_error_with_the_partial_transcript(console_sim)
     assert kept.rx_bytes >= 100_000 and any(b"port failed" in c.data for c in kept if c.direction == "note")
 
 
-def test_unreadable_or_unparseable_version_is_error(console_sim):
-    cases = {
-        "garbled": ({"version": "unknown-build"}, "cannot compare the running version with the minimum"),
-        "absent": ({"commands": {"version": "firmware revision not available"}},
-                   "could not read the running version: 'version' answered 'firmware revision not available'"),
-        "other scheme": ({"version": "G520.0200.00.05.01"}, "the components' letter prefixes differ"),
-    }
-    for name, (overrides, message) in cases.items():
+UNREADABLE_VERSIONS = {
+    "garbled": ({"version": "unknown-build"}, "cannot compare the running version with the minimum"),
+    "absent": ({"commands": {"version": "firmware revision not available"}},
+               "could not read the running version: 'version' answered 'firmware revision not available'"),
+    "other scheme": ({"version": "G520.0200.00.05.01"}, "the components' letter prefixes differ"),
+}
+
+
+@case
+def unreadable_versions(console_sim):
+    results = {}
+    for name, (overrides, _) in UNREADABLE_VERSIONS.items():
         console = small_console(**overrides)
         with console_sim(console).board(reference_for(console)) as board:
-            result = run_step(board, "firmware_dump", "version_not_below_minimum", reference="firmware")
+            results[name] = run_step(board, "firmware_dump", "version_not_below_minimum", reference="firmware")
+    return results
+
+
+def test_unreadable_or_unparseable_version_is_error(ran):
+    results = ran("unreadable_versions")
+    for name, (_, message) in UNREADABLE_VERSIONS.items():
+        result = results[name]
         assert result.verdict is Verdict.ERROR, (name, result.reasons)
         assert message in result.reasons[0], (name, result.reasons)
 
 
-def test_hanging_and_flooding_commands_are_interrupted_and_probing_goes_on(console_sim):
+@case
+def hanging_and_flooding_commands(console_sim):
     console = small_console(hidden_commands={"debug_unlock": {"hang": True},
                                              "shell": {"flood": "root@hmc:~#"},
                                              "remote_disable": "remote_disable: armed"})
@@ -392,6 +428,11 @@ def test_hanging_and_flooding_commands_are_interrupted_and_probing_goes_on(conso
         result = run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
                           params=params)
         assert time.monotonic() - t0 < 15
+    return result
+
+
+def test_hanging_and_flooding_commands_are_interrupted_and_probing_goes_on(ran):
+    result = ran("hanging_and_flooding_commands")
     assert result.verdict is Verdict.FAIL
     reasons = "\n".join(result.reasons)
     assert "undocumented command 'remote_disable' answers: 'remote_disable: armed'" in reasons
@@ -403,65 +444,91 @@ def test_hanging_and_flooding_commands_are_interrupted_and_probing_goes_on(conso
     assert probed.index("debug_unlock") < probed.index("shell") < len(probed) - 1  # probing went on after both
 
 
-def test_a_hang_alone_is_error_not_pass(console_sim):
+@case
+def a_hang_alone(console_sim):
     console = small_console(hidden_commands={"diag": {"hang": True}})
     with console_sim(console).board(reference_for(console)) as board:
-        result = run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
-                          params={"probe_commands": ["diag", "factory"], "boot_log_forbidden": ["x"],
-                                  "command_timeout_s": 0.3})
+        return run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
+                        params={"probe_commands": ["diag", "factory"], "boot_log_forbidden": ["x"],
+                                "command_timeout_s": 0.3})
+
+
+def test_a_hang_alone_is_error_not_pass(ran):
+    result = ran("a_hang_alone")
     assert result.verdict is Verdict.ERROR
     assert result.reasons[0].startswith("undocumented name 'diag' gave no answer and did not return to the prompt")
 
 
-def test_help_listing_an_undocumented_command_fails(console_sim):
+@case
+def help_listing_an_undocumented_command(console_sim):
     console = small_console(documented_commands=[*CLEAN_CONSOLE["documented_commands"], "fuse_blow"],
                             commands={"fuse_blow": "usage: fuse_blow <bank>"})
     ref = reference_for(console, console={"documented_commands": CLEAN_CONSOLE["documented_commands"]})
     with console_sim(console).board(ref) as board:
-        result = run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
-                          params=QUICK_AUDIT)
+        return run_step(board, "console_audit", "commands_documented", reference="console.documented_commands",
+                        params=QUICK_AUDIT)
+
+
+def test_help_listing_an_undocumented_command_fails(ran):
+    result = ran("help_listing_an_undocumented_command")
     assert result.verdict is Verdict.FAIL
     assert result.reasons[0].startswith("undocumented command 'fuse_blow' is listed by 'help' (evidence "
                                         "serial/console_audit-transcript.jsonl line ")
 
 
-def test_boot_log_modes(console_sim):
+@case
+def boot_log_modes(console_sim):
+    """{mode: (step result, seconds it took, the boot log the reboot printed)}, one board after the other."""
     console = small_console()
     sim = console_sim(console)
     params = {"probe_commands": [], "boot_log_forbidden": AUDIT_PARAMS["boot_log_forbidden"], "final_quiet_s": 0.2}
+    modes = {"capture": ({}, params), "capture again": ({"boot_timeout": 0.5}, params),
+             "reboot": ({"boot_log": "reboot"}, params), "off": ({"boot_log": "off"}, params),
+             "no patterns": ({"boot_log": "reboot"}, {"boot_log_forbidden": []})}
+    out = {}
+    for mode, (settings, step_params) in modes.items():
+        with sim.board(reference_for(console), **settings) as board:
+            t0 = time.monotonic()
+            result = run_step(board, "console_audit", "boot_log_clean", params=step_params)
+            seconds = time.monotonic() - t0
+            out[mode] = (result, seconds, board.interface("serial").boot_log if mode == "reboot" else None)
+    return out
+
+
+def test_boot_log_modes(ran):
+    modes = ran("boot_log_modes")
     # capture: the boot log buffered on the tty while nobody was attached.
-    with sim.board(reference_for(console)) as board:
-        result = run_step(board, "console_audit", "boot_log_clean", params=params)
-        assert result.verdict is Verdict.PASS and "(12 lines, evidence serial/boot-log.txt)" in result.reasons[0]
+    result, _, _ = modes["capture"]
+    assert result.verdict is Verdict.PASS and "(12 lines, evidence serial/boot-log.txt)" in result.reasons[0]
     # capture on a board already up (its boot log was read above): no boot log → ERROR, never PASS.
-    with sim.board(reference_for(console), boot_timeout=0.5) as board:
-        t0 = time.monotonic()
-        result = run_step(board, "console_audit", "boot_log_clean", params=params)
-        assert time.monotonic() - t0 < 5
-        assert result.verdict is Verdict.ERROR
-        assert result.reasons[0].startswith("no boot log: no prompt 'h100-hmc> ' within 0.5 s of opening")
-        assert "set interfaces.serial.boot_log: reboot" in result.reasons[0]
-        assert "serial/boot-log.txt" not in {e.name for e in result.evidence}
-        assert "serial/boot-transcript.jsonl" in {e.name for e in result.evidence}
+    result, seconds, _ = modes["capture again"]
+    assert seconds < 5
+    assert result.verdict is Verdict.ERROR
+    assert result.reasons[0].startswith("no boot log: no prompt 'h100-hmc> ' within 0.5 s of opening")
+    assert "set interfaces.serial.boot_log: reboot" in result.reasons[0]
+    assert "serial/boot-log.txt" not in {e.name for e in result.evidence}
+    assert "serial/boot-transcript.jsonl" in {e.name for e in result.evidence}
     # reboot: the harness reboots the board and keeps what it prints.
-    with sim.board(reference_for(console), boot_log="reboot") as board:
-        result = run_step(board, "console_audit", "boot_log_clean", params=params)
-        assert result.verdict is Verdict.PASS, result.reasons
-        assert board.interface("serial").boot_log.startswith("rebooting...\nNVIDIA HGX H100")
-    with sim.board(reference_for(console), boot_log="off") as board:
-        result = run_step(board, "console_audit", "boot_log_clean", params=params)
-        assert result.verdict is Verdict.ERROR and result.reasons == (
-            "no boot log: capture is off (interfaces.serial.boot_log: off)",)
+    result, _, boot_log = modes["reboot"]
+    assert result.verdict is Verdict.PASS, result.reasons
+    assert boot_log.startswith("rebooting...\nNVIDIA HGX H100")
+    result, _, _ = modes["off"]
+    assert result.verdict is Verdict.ERROR and result.reasons == (
+        "no boot log: capture is off (interfaces.serial.boot_log: off)",)
     # No patterns: nothing to scan for is not a pass.
-    with sim.board(reference_for(console), boot_log="reboot") as board:
-        result = run_step(board, "console_audit", "boot_log_clean", params={"boot_log_forbidden": []})
-        assert result.verdict is Verdict.ERROR and "nothing to scan the boot log for" in result.reasons[0]
+    result, _, _ = modes["no patterns"]
+    assert result.verdict is Verdict.ERROR and "nothing to scan the boot log for" in result.reasons[0]
 
 
-def test_console_that_gives_no_prompt_is_error_for_serial_steps(console_sim):
+@case
+def a_console_that_gives_no_prompt(console_sim):
     console = small_console(silent=True)
     with console_sim(console).board(reference_for(console), boot_timeout=0.3, timeout=0.5) as board:
-        result = run_step(board, "firmware_dump", "digests_match_reference", reference="firmware")
+        return run_step(board, "firmware_dump", "digests_match_reference", reference="firmware")
+
+
+def test_console_that_gives_no_prompt_is_error_for_serial_steps(ran):
+    result = ran("a_console_that_gives_no_prompt")
     assert result.verdict is Verdict.ERROR
     assert "timed out" in result.reasons[0] and "after Enter" in result.reasons[0]
     assert result.reasons[0].endswith("(transcript: evidence serial/firmware_dump-open-transcript.jsonl)")
@@ -627,11 +694,16 @@ def test_serial_show_prints_a_transcript_with_line_numbers(tmp_path):
     assert bad.returncode == 2 and "line 1: not JSON" in bad.stderr
 
 
-def test_an_audit_that_probes_no_undocumented_name_is_error_not_pass(console_sim):
-    """With nothing probed, only the board's own help text would speak for it: undecided."""
+@case
+def an_audit_that_probes_no_name(console_sim):
     console = small_console()
     with console_sim(console).board(reference_for(console)) as board:
         params = {**AUDIT_PARAMS, "probe_commands": []}
-        result = run_step(board, "console_audit", "commands_documented",
-                          reference="console.documented_commands", params=params)
+        return run_step(board, "console_audit", "commands_documented",
+                        reference="console.documented_commands", params=params)
+
+
+def test_an_audit_that_probes_no_undocumented_name_is_error_not_pass(ran):
+    """With nothing probed, only the board's own help text would speak for it: undecided."""
+    result = ran("an_audit_that_probes_no_name")
     assert result.verdict is Verdict.ERROR and "no undocumented command name was probed" in result.reasons[0]

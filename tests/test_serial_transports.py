@@ -3,10 +3,10 @@ own RFC 2217 server, and plain TCP servers that misbehave on purpose.
 
 The zoo's serial requirements through ser2net are compared with fixtures/boards/matrix.yaml,
 whose verdicts tests/test_zoo_matrix.py asserts on the pty: the same verdicts (and the same
-reason texts) through each console server URL. Each variant's simulator starts once; its pty
-gets one ser2net, and the two URLs run one after the other. Only the first console to attach
-sees the boot log the simulator printed at start, so the second URL asks for it again
-(``boot_log: reboot``): half the variants attach through rfc2217:// first, half through socket://.
+reason texts) through each console server URL. Each variant and URL gets its own simulator and
+ser2net, all at once (an audit mostly waits on its board). One URL of each variant captures the
+boot log the simulator printed at start, the other asks for it again (``boot_log: reboot``):
+rfc2217:// captures for half the variants, socket:// for the other half.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ BOOT_LOG = ["U-Boot 2024.01 (simulated)", "secure boot: ENABLED", "Starting kern
 # --- the zoo's serial requirements through ser2net ---
 
 ZOO = ("clean", "tampered-firmware", "rollback", "hidden-command")
-SOCKET_FIRST = ("tampered-firmware", "hidden-command")
+SOCKET_CAPTURES = ("tampered-firmware", "hidden-command")  # the boot log at start; rfc2217:// reboots
 
 
 LEVEL1 = load_plan(PLAN)
@@ -75,37 +75,34 @@ def expected_from_matrix(variant: str) -> dict[str, tuple[str, str | None]]:
             for req in SERIAL_REQUIREMENTS}
 
 
-def _through_ser2net(variant: str) -> dict[str, tuple]:
-    """scheme -> (results, evidence) of the serial requirements through one ser2net in front of
-    the simulated board's pty."""
+def _through_ser2net(variant: str, scheme: str) -> tuple:
+    """(results, evidence) of the serial requirements through a ser2net URL of `scheme` in front
+    of the simulated board's pty; the URL that does not capture asks for a reboot."""
     template = Board.from_file(BOARDS / f"sim-{variant}.yaml")  # (its config and reference; starts nothing)
+    capturing = "socket" if variant in SOCKET_CAPTURES else "rfc2217"
     sim = SimulatedBoardProcess(variant)
     try:
         announced = sim.start()["serial"]
         with Ser2net(announced["url"]) as server:
-            urls = [server.rfc2217_url, server.socket_url]
-            if variant in SOCKET_FIRST:
-                urls.reverse()
-            out = {}
-            for i, url in enumerate(urls):
-                serial = {**announced, "url": url, **({"boot_log": "reboot"} if i else {})}
-                board = Board(replace(template.config, simulated=None, interfaces={"serial": serial}),
-                              template.reference)
-                with board:
-                    out[url.split(":", 1)[0]] = run_serial_steps(board)
-            return out
+            url = server.rfc2217_url if scheme == "rfc2217" else server.socket_url
+            serial = {**announced, "url": url, **({} if scheme == capturing else {"boot_log": "reboot"})}
+            board = Board(replace(template.config, simulated=None, interfaces={"serial": serial}), template.reference)
+            with board:
+                return run_serial_steps(board)
     finally:
         sim.stop()
 
 
 @pytest.fixture(scope="module")
 def via_ser2net():
-    """variant -> scheme -> (results, evidence); every variant at once (they wait on their boards)."""
+    """variant -> scheme -> (results, evidence); every variant and scheme at once."""
     if ser2net_path() is None:
         pytest.skip("ser2net is not installed (Debian package ser2net)")
-    with ThreadPoolExecutor(max_workers=len(ZOO)) as pool:
-        futures = {variant: pool.submit(_through_ser2net, variant) for variant in ZOO}
-        return {variant: future.result() for variant, future in futures.items()}
+    schemes = ("rfc2217", "socket")
+    with ThreadPoolExecutor(max_workers=len(ZOO) * len(schemes)) as pool:
+        futures = {(variant, scheme): pool.submit(_through_ser2net, variant, scheme)
+                   for variant in ZOO for scheme in schemes}
+        return {variant: {scheme: futures[variant, scheme].result() for scheme in schemes} for variant in ZOO}
 
 
 @needs_ser2net
