@@ -108,8 +108,11 @@ class TextCleaner:
     def _release(self, out: list[str]) -> None:
         """No sequence after all: what it held is text."""
         if self._held:
-            out.append("".join(self._held))
-            self._after_cr = False
+            # (what ground state drops, U+FFFD of invalid UTF-8 among it, is dropped here too)
+            text = "".join(_PLAIN_RE.findall("".join(self._held)))
+            if text:
+                out.append(text)
+                self._after_cr = False
         self._state, self._held, self._held_len = _GROUND, [], 0
 
     def _sequence_char(self, c: str, out: list[str]) -> None:
