@@ -61,6 +61,7 @@ from __future__ import annotations
 import binascii
 import enum
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 ZPAD = 0x2A          # '*'
@@ -271,7 +272,7 @@ class Phase(enum.Enum):
     DONE = "done"            # the session ended (ZFIN exchanged, the empty block 0 acknowledged)
 
 
-class Receiver:
+class Receiver(ABC):
     """What every receiver here shares: limits, error counting, the API around the protocol.
 
     A subclass parses in `_consume`, says what to send when asking again in `_ask_again`, and
@@ -391,13 +392,13 @@ class Receiver:
 
     # --- for subclasses ---
 
+    @abstractmethod
     def _consume(self, data: bytes, end: int) -> int:
         """Parse data[:end]; return how far (less than `end` only once the session is done)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _ask_again(self) -> bytes:
         """The request that makes the sender repeat what we lack."""
-        raise NotImplementedError
 
     def _drop_partial(self) -> None:
         """Forget a frame that will never be completed (the line went quiet)."""
