@@ -41,11 +41,11 @@ Errors when (both): the console cannot be opened or lost, or the reference lacks
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
 from harness.evidence import EvidenceStore
+from harness.formats.digest import sha256_hex
 from harness.formats.fwversion import VersionError, compare_versions, parse_version
 from harness.interfaces.serial import ConsoleError
 from harness.interfaces.serial_dump import SUPPLIED_FILE
@@ -115,7 +115,7 @@ def strength_note(dump: dict[str, Any]) -> str:
 def block_digests(data: bytes, block_size: int) -> list[str]:
     """sha256 of each `block_size` block of `data` (the last one may be shorter)."""
     view = memoryview(data)
-    return [hashlib.sha256(view[i : i + block_size]).hexdigest() for i in range(0, len(data), block_size)]
+    return [sha256_hex(view[i : i + block_size]) for i in range(0, len(data), block_size)]
 
 
 def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Observation:

@@ -26,7 +26,6 @@ What the board prints that is not the transfer is kept as unread text after the 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 import time
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from harness import progress
 from harness.files import read_capped
+from harness.formats.digest import sha256_hex
 from harness.interfaces.serial_dump import READ_BY_HARNESS, SUPPLIED_FILE, DumpResult
 from harness.interfaces.textclean import TextCleaner
 from harness.verdict import ProbeError
@@ -277,7 +277,7 @@ def _supplied_file(console: SerialConsole, name: str, place: RegionPlace, max_si
     except OSError as e:
         raise console._error(f"region {name!r}: the image file {place.file!r} the lab supplied cannot be read: "
                              f"{e.strerror or e}", details={"region": name}) from None
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     if place.sha256 is not None and place.sha256 != digest:
         raise console._error(f"region {name!r}: the image file {place.file!r} hashes to {digest}, but the lab "
                              f"recorded {place.sha256} when it was read off the board: not the file that was read",
@@ -322,7 +322,7 @@ def _board_digest(console: SerialConsole, name: str, transfer: TransferConfig, p
 
 def _check_received(console: SerialConsole, name: str, data: bytes, place: RegionPlace,
                     board: dict[str, str] | None) -> str:
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     if place.size is not None and len(data) != place.size:
         raise console._error(f"region {name!r}: received {len(data)} bytes, the board config says the region has "
                              f"{place.size}", details={"region": name, "sha256": digest})
