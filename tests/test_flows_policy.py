@@ -14,7 +14,7 @@ import struct
 import subprocess
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from harness.formats.egress_policy import (
     EgressPolicy, PolicyError, egress_report_json, evaluate, judge, load_policy,
@@ -550,25 +550,52 @@ def _summary(a):
              for f in a.flows], a.undecoded, len(a.anomalies))
 
 
+def _plain_and_tagged(frames):
+    """The frames analysed as they are, and each with a priority tag (VLAN 0: this LAN), which
+    sends every frame down the full decoder."""
+    plain, tagged = [], []
+    for i, d in enumerate(frames):
+        plain.append(Packet(T0 + i, 1, d, len(d)))
+        t = d[:12] + b"\x81\x00\xa0\x00" + d[12:]
+        tagged.append(Packet(T0 + i, 1, t, len(t)))
+    return (analyze(Capture(tuple(plain), (), None, "pcapng")),
+            analyze(Capture(tuple(tagged), (), None, "pcapng")))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, len(_SEEDS) - 1),
                           st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=2),
                           st.integers(14, 400)), min_size=1, max_size=24))
+# A third source MAC (byte 6), then that frame again: the fast path once counted the repeat
+# without the remark; the same with a third destination MAC (bytes 0, 1) on IPv6.
+@example([(0, [(6, 0)], 400), (0, [(6, 1)], 400), (0, [(76, 1)], 400), (0, [], 400)])
+@example([(17, [(0, 0)], 400), (17, [(1, 1)], 400), (17, [], 400), (17, [], 400)])
 def test_fast_path_agrees_with_full_decode_on_mutated_frames(choices):
-    """A priority tag (VLAN 0: this LAN) sends every frame down the full decoder; the results,
-    what frames carry beyond their flow included, must not differ."""
-    plain, tagged = [], []
-    for i, (k, edits, cut) in enumerate(choices):
+    """The results, what frames carry beyond their flow included, must not differ."""
+    frames = []
+    for k, edits, cut in choices:
         d = bytearray(_SEEDS[k])
         for pos, val in edits:
             d[pos % len(d)] = val
-        d = bytes(d[:cut])
-        plain.append(Packet(T0 + i, 1, d, len(d)))
-        t = d[:12] + b"\x81\x00\xa0\x00" + d[12:]
-        tagged.append(Packet(T0 + i, 1, t, len(t)))
-    a = analyze(Capture(tuple(plain), (), None, "pcapng"))
-    b = analyze(Capture(tuple(tagged), (), None, "pcapng"))
+        frames.append(bytes(d[:cut]))
+    a, b = _plain_and_tagged(frames)
     assert _summary(a) == _summary(b)
+
+
+@pytest.mark.parametrize("where", ["src", "dst"])
+def test_every_frame_from_or_to_a_third_mac_is_remarked_on_the_fast_path_too(where):
+    """Which frames a flow's direction got from or sent to more MACs than a sender plausibly
+    uses does not depend on the path a frame took: every frame of a third MAC counts, however
+    often it repeats (the fast path must not learn it as a plain frame)."""
+    macs = [bytes.fromhex(f"02000000010{i}") for i in range(3)]
+    payload = ipv4(BOARD, "198.51.100.1", 17, udp(1000, 2000, bytes(30)))
+    frames = [eth(payload, **{where: m}) for m in macs] + [eth(payload, **{where: macs[2]})] * 3
+    what = {"src": "came from more than 2 different link-layer sources (a source",
+            "dst": "went to more than 2 different link-layer destinations (a destination"}[where]
+    for a in _plain_and_tagged(frames):
+        (f,) = a.flows
+        assert f.packets == 6
+        assert f.initiator_concealed == (f"4 frames {what} MAC is the sender's to choose)",)
 
 
 # --------------------------------------------------------------------------------------------

@@ -537,6 +537,9 @@ class _Analyzer:
         # What the frame carries that its flow's key does not show: ("...{n}..." text, the bytes
         # it concerns), added to the flow once the frame has found it.
         self.pending: list[tuple[str, int]] = []
+        # The fast-path table and raw key of the frame being decoded, with its flow: entered only
+        # once the whole frame, its flow's next hops and sources included, gave no remark.
+        self.fast_key: tuple[dict[bytes, _St], bytes, _St] | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -589,6 +592,7 @@ class _Analyzer:
 
     def frame(self, idx: int, ts: int, lt: int, d: bytes, orig: int) -> None:
         self.current = None
+        self.fast_key = None
         self.pending.clear()
         try:
             self._frame(idx, ts, lt, d, orig)
@@ -607,6 +611,13 @@ class _Analyzer:
             st, fwd = self.current
             for what, n in self.pending:
                 st.concealed(fwd, what, n)
+        elif self.fast_key is not None:
+            # Remarks on a key's frames never change once made: the first two sources and next
+            # hops of a direction stay the first two. So a key whose frame drew none can skip the
+            # decoder from now on, and one whose frame drew one (a third MAC) must not.
+            tbl, raw, st = self.fast_key
+            if raw not in tbl and len(tbl) < _MAX_RAW_KEYS:
+                tbl[raw] = st
 
     def _frame(self, idx: int, ts: int, lt: int, d: bytes, orig: int) -> None:
         mac = None
@@ -704,9 +715,7 @@ class _Analyzer:
             if len(self.frag4) > 10_000:
                 self.frag4.clear()
         if raw is not None:
-            tbl = self.tcp_raw if ip.proto == 6 else self.udp_raw
-            if raw not in tbl and len(tbl) < _MAX_RAW_KEYS:
-                tbl[raw] = st
+            self.fast_key = (self.tcp_raw if ip.proto == 6 else self.udp_raw, raw, st)
 
     def _ipv6(self, idx: int, ts: int, d: bytes, off: int, orig: int, mac: str | None,
               plain_eth: bool) -> None:
@@ -736,10 +745,8 @@ class _Analyzer:
                 self.frag6.clear()
         if (plain_eth and not ip.extension_headers and ip.payload_length
                 and ip.next_header in (6, 17)):
-            tbl = self.tcp6_raw if ip.next_header == 6 else self.udp6_raw
-            raw = d[0:12] + d[22:58]
-            if raw not in tbl and len(tbl) < _MAX_RAW_KEYS:
-                tbl[raw] = st
+            self.fast_key = (self.tcp6_raw if ip.next_header == 6 else self.udp6_raw,
+                             d[0:12] + d[22:58], st)
 
     def _after_datagram(self, d: bytes, off: int, end: int, orig: int) -> None:
         """Bytes after the IP datagram are no part of it: zero padding up to the 64-byte minimum
@@ -1219,7 +1226,8 @@ def _run(records: Iterable[tuple[int, int, bytes, int, int]], cfg: dict) -> tupl
     # after the fixed header; lengths consistent), so a frame counted here is one the full path
     # would have decoded without remark: nothing after the datagram but zero padding of a short
     # frame, a UDP length that ends where the IP packet does, no VLAN tag, no IP options. Raw
-    # keys are the source MAC, address and port bytes.
+    # keys are both MACs, the address and the port bytes, entered only for a frame the full path
+    # found nothing to remark on (no third source or next hop: see _Analyzer.frame).
     for ts, lt, d, orig, _iface in records:
         idx += 1
         # Not for a frame cut short (see _after_datagram) or sent to a group MAC (_TO_EVERYONE).
