@@ -28,6 +28,9 @@ PROBES: tuple[str, ...] = (
     "vendor_attestation",
     "console_audit",
     "egress",
+    "usb_descriptors",
+    "debug_port",
+    "security_state",
 )
 
 Check = Callable[[Observation, Any], CheckResult]

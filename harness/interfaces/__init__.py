@@ -15,6 +15,7 @@ OPENERS: dict[str, str] = {
     "pcie": "harness.interfaces.pcie:open_pcie",
     "serial": "harness.interfaces.serial:open_serial",
     "net": "harness.interfaces.netcap:open_net",
+    "usb": "harness.interfaces.usb:open_usb",
 }
 
 
