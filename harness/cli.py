@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if trust_problem:
         print(f"attestlab run: {trust_problem}", file=sys.stderr)
         return EXIT_ERROR
-    archive_problem = args.archive and archive_problem_before_run(args.archive)
+    archive_problem = args.archive and archive_problem_before_run(args.archive, args.archive_db)
     if archive_problem:
         print(f"attestlab run: --archive {args.archive}: {archive_problem}", file=sys.stderr)
         return EXIT_ERROR
@@ -105,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"({outcome.verdict.value}) is not kept, nothing in its directory verifies", file=sys.stderr)
         return EXIT_ERROR
     if args.archive:  # a signed result, whatever its verdict, goes into the archive
-        not_archived = archive_result(args.archive, outcome.envelope, args.key)
+        not_archived = archive_result(args.archive, outcome.envelope, args.key, args.archive_db)
         if not_archived:
             print(f"attestlab run: result written to {outcome.envelope} but NOT archived in {args.archive}: "
                   f"{not_archived}", file=sys.stderr)
@@ -599,8 +600,7 @@ def _write_json(path: str, document: dict) -> None:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """Every `attestlab archive` subcommand: open the archive, do one thing, close it."""
-    import sqlite3
-
+    from harness.archive.db import database_errors
     from harness.archive.store import Archive
     from harness.results.keys import KeyError_, load_private_key, load_public_key
     from harness.results.dsse import VerificationError
@@ -609,9 +609,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
     try:
         key = load_private_key(args.key) if command == "add" else None
         public_key = load_public_key(args.pubkey) if getattr(args, "pubkey", None) else None
-        with Archive(args.dir, create=command == "add") as archive:
+        with Archive(args.dir, create=command == "add", db=args.archive_db) as archive:
             return _ARCHIVE_COMMANDS[command](args, archive, key or public_key)
-    except (OSError, ValueError, KeyError_, VerificationError, sqlite3.Error) as exc:
+    except (OSError, ValueError, KeyError_, VerificationError, *database_errors()) as exc:
         return _archive_fail(command, exc)
 
 
@@ -627,30 +627,28 @@ def _archive_add(args, archive, key) -> int:
     return EXIT_PASS
 
 
-def archive_problem_before_run(archive_dir: str) -> str | None:
+def archive_problem_before_run(archive_dir: str, db: str | None = None) -> str | None:
     """Why `run --archive` could not append at the end, found before the board is touched."""
-    import sqlite3
-
+    from harness.archive.db import database_errors
     from harness.archive.store import Archive
 
     try:
-        Archive(archive_dir, create=True).close()
-    except (OSError, ValueError, sqlite3.Error) as exc:
+        Archive(archive_dir, create=True, db=db).close()
+    except (OSError, ValueError, *database_errors()) as exc:
         return str(exc)
     return None
 
 
-def archive_result(archive_dir: str, envelope: Path, key_path: str) -> str | None:
+def archive_result(archive_dir: str, envelope: Path, key_path: str, db: str | None = None) -> str | None:
     """`run --archive`: append the run's signed result; None when done, else why not."""
-    import sqlite3
-
+    from harness.archive.db import database_errors
     from harness.archive.store import Archive
     from harness.results.keys import KeyError_, load_private_key
 
     try:
-        with Archive(archive_dir, create=True) as archive:
+        with Archive(archive_dir, create=True, db=db) as archive:
             index = archive.append(envelope, load_private_key(key_path))
-    except (OSError, ValueError, KeyError_, sqlite3.Error) as exc:
+    except (OSError, ValueError, KeyError_, *database_errors()) as exc:
         return str(getattr(exc, "strerror", None) if isinstance(exc, OSError) and exc.strerror else exc)
     print(f"archived as entry {index} of {archive_dir}")
     return None
@@ -790,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--archive", metavar="DIR",
                      help="also append the signed result to this archive (made if missing; docs/archive.md), "
                           "its checkpoint signed with --key")
+    _archive_db_option(run)
     run.add_argument("-q", "--quiet", action="store_true",
                      help="less output from pytest, and no status line (on a terminal, the step under way "
                           "and what long work reports, e.g. the egress window, is shown in place)")
@@ -959,7 +958,16 @@ def _archive_parser(sub) -> None:
     export.add_argument("--pubkey", required=True, help="the lab's public key: what is exported is checked first")
     export.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="a directory that does not exist yet")
     for parser in archive.choices.values():
+        _archive_db_option(parser)
         parser.set_defaults(func=cmd_archive)
+
+
+def _archive_db_option(parser) -> None:
+    parser.add_argument("--archive-db", metavar="URL", default=os.environ.get("ATTESTLAB_ARCHIVE_DB") or None,
+                        help="the lab's shared archive: its log and index in this PostgreSQL database "
+                             "(postgresql://USER@HOST/DB; the password from PGPASSFILE, never the URL), its blobs "
+                             "in DIR; remembered in DIR/database.json once paired (default: $ATTESTLAB_ARCHIVE_DB; "
+                             "without either, DIR/archive.db, SQLite)")
 
 
 def main(argv: list[str] | None = None) -> int:

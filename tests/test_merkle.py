@@ -490,3 +490,20 @@ def test_an_interior_node_passed_off_as_a_leaf_is_refused(small):
     # same root): so a verifier takes the size from the signed checkpoint and computes the leaf hash
     # from the envelope itself (0x00 vs 0x01 keeps a leaf from ever equalling a node).
     mk.verify_inclusion(interior, 2, n // 2, proof[1:], tree_root)
+
+
+def test_the_frontier_holds_every_node_an_append_and_the_root_read():
+    """An append reads its nodes in one query (a round trip per node costs every waiting host):
+    the frontier must cover every node that root() and nodes_completed_by_append() ask for."""
+    for size in range(300):
+        frontier = set(mk.frontier(size))
+        asked: list[tuple[int, int]] = []
+
+        def get(level: int, index: int) -> bytes:
+            asked.append((level, index))
+            return bytes(32)
+
+        mk.root(size, get)
+        mk.nodes_completed_by_append(size, b"\x01" * 32, get)
+        assert set(asked) <= frontier, size
+        assert sum(1 << level for level, _ in frontier) == size  # the subtrees tile the leaves

@@ -1,6 +1,7 @@
 """The archive: one directory a lab keeps for years.
 
     <dir>/archive.db                 the log, its checkpoints and the query index (db.py)
+      or <dir>/database.json         instead: the PostgreSQL database that holds them, and its archive id
     <dir>/blobs/<sha256>             every archived envelope, by the sha256 of its file bytes
     <dir>/blobs/evidence/<sha256>    every evidence blob those envelopes name
 
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness import progress
 from harness.archive.checkpoint import (Checkpoint, ProofFileError, open_checkpoint, proof_document,
                                         sign_checkpoint, verify_inclusion_file)
-from harness.archive.db import ENTRY_FIELDS, DamagedRow, SqliteLog
+from harness.archive.db import ENTRY_FIELDS, DamagedRow, PostgresLog, SqliteLog, redacted
 from harness.files import read_capped
 from harness.formats import merkle
 # the result directory's own durable write (tmp, fsync) and directory fsync: one way to put bytes on disk
@@ -37,6 +38,10 @@ from harness.results.bundle import sync_dir, write_synced
 from harness.results.dsse import VerificationError
 
 DB_NAME = "archive.db"
+# A PostgreSQL archive: the directory holds the blobs and names its database and archive id
+# (never a password: libpq's PGPASSFILE or PGPASSWORD supplies it).
+DB_POINTER = "database.json"
+DB_POINTER_TYPE = "https://attestlab.dev/ArchiveDatabase/v1"
 BLOB_DIR = "blobs"
 MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
 # Test hooks (tests/test_archive.py): with ATTESTLAB_ARCHIVE_PAUSE=<stage> an append writes
@@ -146,23 +151,89 @@ def _store_blobs(blobs: list[tuple[Path, str, bytes]], batch: bool) -> None:
 
 
 class Archive:
-    """An archive directory. `Archive(dir, create=True)` makes one where none is."""
+    """An archive directory. `Archive(dir, create=True)` makes one where none is. `db`: a
+    PostgreSQL URL (the lab's shared archive) in place of DIR/archive.db; once paired, the
+    directory remembers it (DIR/database.json, without a password) and `db` may be left out."""
 
-    def __init__(self, directory: str | Path, *, create: bool = False) -> None:
+    def __init__(self, directory: str | Path, *, create: bool = False, db: str | None = None) -> None:
         self.dir = Path(directory)
         self.blobs = self.dir / BLOB_DIR
         self.evidence = self.blobs / EVIDENCE_DIR
-        if not (self.dir / DB_NAME).is_file():
+        paired = self._paired_database()
+        sqlite = (self.dir / DB_NAME).is_file()
+        if sqlite and (db or paired):
+            raise ArchiveError(f"{self.dir}: a SQLite archive ({DB_NAME}); it is not used with a PostgreSQL "
+                               f"database ({redacted(db) if db else DB_POINTER})")
+        if not sqlite and not paired:
             if not create:
-                raise ArchiveError(f"{self.dir}: no archive here (no {DB_NAME})")
+                raise ArchiveError(f"{self.dir}: no archive here (no {DB_NAME}{f', no {DB_POINTER}' if db else ''})")
             try:
                 self.evidence.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ArchiveError(f"{self.dir}: cannot create an archive: {exc.strerror or exc}") from None
-        self.log = SqliteLog(self.dir / DB_NAME)
-        with self.log.transaction():
-            self.log.set_meta_once("archive_id", secrets.token_hex(32))
-        self.id = self.log.meta("archive_id")
+        if not (db or paired):
+            self.log: SqliteLog | PostgresLog = SqliteLog(self.dir / DB_NAME)
+            with self.log.transaction():
+                self.log.set_meta_once("archive_id", secrets.token_hex(32))
+            self.id = self.log.meta("archive_id")
+            return
+        self.log = PostgresLog(db or paired[1], create=create and not paired)
+        try:
+            self.id = self._pair(paired)
+        except BaseException:
+            self.log.close()
+            raise
+
+    def _paired_database(self) -> tuple[str, str] | None:
+        """(archive id, database URL) from DIR/database.json: the PostgreSQL archive this directory
+        holds the blobs of; None for none (a SQLite archive, or no archive yet)."""
+        path = self.dir / DB_POINTER
+        try:
+            data = read_capped(path, 64 * 1024)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArchiveError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            pointer = json.loads(data)
+            archive_id, url = pointer["archive_id"], pointer["database"]
+            if pointer.get("type") != DB_POINTER_TYPE or not all(isinstance(v, str) for v in (archive_id, url)):
+                raise ValueError("not an attestlab database pointer")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArchiveError(f"{path}: damaged ({exc}): it should name the archive's database") from None
+        return archive_id, url
+
+    def _pair(self, paired: tuple[str, str] | None) -> str:
+        """The archive id that this directory and the database share; ArchiveError when they are
+        of different archives. A new directory is paired with a new (or still empty) archive."""
+        log = self.log
+        found = log.meta("archive_id") if log.has_tables() else None
+        entries = log.size() if found else 0
+        # Looked at again: another host may have paired a new directory since (it does before its first append).
+        paired = paired or self._paired_database()
+        if paired is not None:
+            if found != paired[0]:
+                raise ArchiveError(f"{self.dir} holds the blobs of archive {paired[0][:16]}…, but the database "
+                                   f"{log.url} holds {f'archive {found[:16]}…' if found else 'no archive'}: "
+                                   f"a directory and a database of different archives are never used together")
+            return found
+        if found is None:
+            with log.transaction():
+                log.set_meta_once("archive_id", secrets.token_hex(32))
+            found = log.meta("archive_id")
+        elif entries:
+            raise ArchiveError(f"the database {log.url} holds archive {found[:16]}… with {entries} entries, whose "
+                               f"blobs are not in {self.dir} (it has no {DB_POINTER}): not paired with it")
+        document = {"type": DB_POINTER_TYPE, "archive_id": found, "database": log.url}
+        tmp = self.dir / f".{DB_POINTER}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            write_synced(tmp, (json.dumps(document, indent=2) + "\n").encode())
+            os.replace(tmp, self.dir / DB_POINTER)
+            sync_dir(self.dir)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ArchiveError(f"{self.dir}: cannot record its database: {exc.strerror or exc}") from None
+        return found
 
     def close(self) -> None:
         self.log.close()
@@ -235,7 +306,9 @@ class Archive:
             if latest and datetime.fromisoformat(now) < datetime.fromisoformat(
                     self._checkpoint(*latest, public_key).time):  # verify would call the next one back-dated
                 raise ArchiveError(f"this host's clock ({now}) is before the archive's latest checkpoint: not appended")
-            written: dict[tuple[int, int], bytes] = {}  # this batch's nodes: read back without a query
+            # The nodes this batch reads: the tree's frontier, in one query (a round trip each to a
+            # server, with every host waiting on the lock), then those the batch writes.
+            written: dict[tuple[int, int], bytes] = self.log.nodes_at(merkle.frontier(size))
             get = lambda level, index: written.get((level, index)) or self._get(level, index)  # noqa: E731
             first = size
             for (_, data, digest, _), entry in zip(loaded, entries):
@@ -323,7 +396,8 @@ class Archive:
 
     def verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...] = ()) -> Verified:
         try:
-            return self._verify(public_key, held)
+            with self.log.snapshot():   # one state of the log, whatever appenders commit meanwhile
+                return self._verify(public_key, held)
         except DamagedRow as exc:
             raise ArchiveCorrupt(exc.entry, str(exc)) from None
         except merkle.ProofError as exc:  # a stored node the tree needs is missing or not a hash

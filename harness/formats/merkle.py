@@ -107,6 +107,18 @@ def _range_hash(start: int, end: int, get: Get) -> bytes:
     return value
 
 
+def frontier(size: int) -> list[tuple[int, int]]:
+    """(level, index) of the complete subtrees a tree of `size` leaves splits into, largest first:
+    all that its root and the next append's new nodes read (RFC 6962: the root of size + 1 is
+    over these and the nodes that append completes)."""
+    keys, start = [], 0
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            keys.append((level, start >> level))
+            start += 1 << level
+    return keys
+
+
 def nodes_completed_by_append(size: int, new_leaf: bytes, get: Get) -> list[tuple[int, int, bytes]]:
     """Appending the leaf whose HASH is `new_leaf` (leaf_hash(data), not the data) as leaf number
     `size` of a tree of `size` leaves: every (level, index, hash) of a complete subtree that now
