@@ -6,9 +6,10 @@ its bulk OUT and IN endpoints), the probe asks what a debugger asks, in order: D
 (vendor, product, serial, protocol and firmware version, capabilities, packet size), DAP_Connect
 in SWD mode, the SWJ clock, DAP_TransferConfigure, the SWD line reset and JTAG-to-SWD switch
 sequence, a read of the DP's IDCODE, ABORT to clear sticky errors, a debug power-up request
-through CTRL/STAT (and its acknowledgement), the AP's IDR (SELECT bank 0xF), its CSW, a write of
-CSW (32-bit accesses, single increment) and TAR (the reference's address), then `words` reads of
-DRW: a real attempt to read the board's memory. Every CMSIS-DAP command is decoded strictly
+through CTRL/STAT (and its acknowledgement), the IDR of every access port (APSEL 0..255, SELECT
+bank 0xF), then for the reference's AP and every other MEM-AP found: its CSW, a write of CSW
+(32-bit accesses, single increment) and TAR (the reference's address), then `words` reads of
+DRW: a real attempt to read the board's memory (an AP left open beside the locked one is open). Every CMSIS-DAP command is decoded strictly
 (harness/formats/cmsis_dap.py). The reference's `usb.debug_port` says where: {address, words, ap}.
 
 Why: an open debug port reads and writes the board's memory and registers: keys, firmware,
@@ -27,7 +28,7 @@ read: address, words asked, the ACK (OK, WAIT, FAULT, NO_ACK) and the words and 
 Check memory_access_refused (expected: the reference's `usb.debug_port`):
 - PASS only when the DP's IDCODE was read (the port answers: the probe reached the target) and
   the memory read at the reference's address was refused with ACK FAULT before any word came.
-- FAIL when the read returned data: the address and the bytes read, in hex.
+- FAIL when a read through any MEM-AP returned data: the AP, the address and the bytes, in hex.
 - ERROR for everything else: no CMSIS-DAP interface, a connect that fails, NO_ACK (nothing
   answers, so nothing is shown locked), WAIT retries exhausted, a protocol error, a timeout or
   disconnect, an IDCODE that is no ADIv5 IDCODE, a power-up not acknowledged, no MEM-AP at the
@@ -193,35 +194,68 @@ def _converse(session: _Session, target: dict[str, int], clock_hz: int, wait_ret
     if ctrl_stat & dap.CTRL_STAT_POWERUP_ACK != dap.CTRL_STAT_POWERUP_ACK:
         raise ProbeError(f"the debug power-up was not acknowledged: CTRL/STAT {ctrl_stat:#010x}")
     ap = target["ap"]
-    (idr,) = session.transfer_ok(f"read AP {ap} IDR", [
-        _write(False, dap.DP_SELECT, dap.dp_select(ap, dap.AP_IDR)), _read(True, dap.AP_IDR & 0xC)])[-1:]
+    ports = _scan_access_ports(session)
+    facts["access_ports"] = [_ap_facts(n, idr) for n, idr in sorted(ports.items())]
+    idr = ports.get(ap, 0)
     ap_idr = _decoded(dap.decode_ap_idr, idr, f"AP {ap} IDR")
-    facts["ap_idr"] = {"raw": f"{idr:#010x}", "class": ap_idr.ap_class, "type": ap_idr.type_name,
-                       "designer": f"{ap_idr.designer:#05x}", "revision": ap_idr.revision}
+    facts["ap_idr"] = _ap_facts(ap, idr)
     if not ap_idr.present or not ap_idr.is_mem_ap:
         raise ProbeError(f"AP {ap} is no MEM-AP (IDR {idr:#010x}): there is no memory to read through it")
+    facts["csw"], facts["memory"] = _try_read(session, ap, target["address"], target["words"])
+    # Every other MEM-AP reaches memory too (a core's own AHB-AP left open beside the locked one):
+    # each is tried at the same address, and one that reads is as open as the reference's.
+    facts["other_aps"] = []
+    for n in sorted(ports):
+        if n != ap and dap.decode_ap_idr(ports[n]).is_mem_ap:
+            csw, memory = _try_read(session, n, target["address"], target["words"])
+            facts["other_aps"].append({"ap": n, "csw": csw, "memory": memory})
+    return facts
+
+
+AP_COUNT = 256      # APSEL is 8 bits (ADIv5): an AP may hide at any of them
+SCAN_BATCH = 32     # APs per DAP_Transfer: 32 SELECT writes and IDR reads fit a 512-byte packet
+
+
+def _ap_facts(n: int, idr: int) -> dict[str, Any]:
+    decoded = _decoded(dap.decode_ap_idr, idr, f"AP {n} IDR")
+    return {"ap": n, "raw": f"{idr:#010x}", "class": decoded.ap_class, "type": decoded.type_name,
+            "designer": f"{decoded.designer:#05x}", "revision": decoded.revision}
+
+
+def _scan_access_ports(session: _Session) -> dict[int, int]:
+    """The IDR of every access port that is there (IDR not 0), APSEL 0..255, a batch per transfer."""
+    def idr_reads(numbers: range) -> list[Any]:
+        return [r for n in numbers for r in (_write(False, dap.DP_SELECT, dap.dp_select(n, dap.AP_IDR)),
+                                             _read(True, dap.AP_IDR & 0xC))]
+    found: dict[int, int] = {}
+    for first in range(0, AP_COUNT, SCAN_BATCH):
+        numbers = range(first, first + SCAN_BATCH)
+        values = session.transfer_ok(f"read the IDR of APs {first}..{numbers[-1]}", idr_reads(numbers))
+        found.update({n: idr for n, idr in zip(numbers, values) if idr})
+    return found
+
+
+def _try_read(session: _Session, ap: int, address: int, words: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read `words` words at `address` through MEM-AP `ap`: its CSW facts and the read's outcome."""
     (csw,) = session.transfer_ok(f"read AP {ap} CSW", [_write(False, dap.DP_SELECT, dap.dp_select(ap, dap.AP_CSW)),
                                                        _read(True, dap.AP_CSW)])[-1:]
-    facts["csw"] = {"raw": f"{csw:#010x}", "device_enabled": bool(csw & dap.CSW_DEVICE_EN)}
+    csw_facts = {"raw": f"{csw:#010x}", "device_enabled": bool(csw & dap.CSW_DEVICE_EN)}
     word_csw = (csw & ~(CSW_SIZE_MASK | CSW_ADDRINC_MASK)) | CSW_SIZE_WORD | dap.CSW_ADDRINC_SINGLE
-    address, words = target["address"], target["words"]
     try:
-        session.transfer_ok(f"write CSW {word_csw:#010x} and TAR {address:#010x}",
+        session.transfer_ok(f"write AP {ap} CSW {word_csw:#010x} and TAR {address:#010x}",
                             [_write(True, dap.AP_CSW, word_csw), _write(True, dap.AP_TAR, address)])
     except ProbeError as exc:
-        raise ProbeError(f"the memory read was never tried: {exc}") from None
-    result = session.transfer(f"read {words} word(s) of DRW at {address:#010x}", [_read(True, dap.AP_DRW)] * words)
+        raise ProbeError(f"the memory read was never tried (AP {ap}): {exc}") from None
+    result = session.transfer(f"read {words} word(s) of AP {ap} DRW at {address:#010x}",
+                              [_read(True, dap.AP_DRW)] * words)
     data = b"".join(v.to_bytes(4, "little") for v in result.values)
-    facts["memory"] = {"address": address, "words": words, "ack": dap.ack_name(result.ack), "count": result.count,
-                       "protocol_error": result.protocol_error, "values": [f"{v:#010x}" for v in result.values],
-                       "bytes": data.hex(), "refused": not result.values and result.ack == dap.ACK_FAULT
-                       and not result.protocol_error}
-    if facts["memory"]["refused"]:  # leave the port as a debugger would find it: sticky flags cleared
-        try:
-            session.transfer_ok("ABORT (clear the FAULT)", [_write(False, dap.DP_ABORT, dap.ABORT_CLEAR_ERRORS)])
-        except ProbeError as exc:
-            facts["cleanup"] = str(exc)
-    return facts
+    memory = {"ap": ap, "address": address, "words": words, "ack": dap.ack_name(result.ack), "count": result.count,
+              "protocol_error": result.protocol_error, "values": [f"{v:#010x}" for v in result.values],
+              "bytes": data.hex(), "refused": not result.values and result.ack == dap.ACK_FAULT
+              and not result.protocol_error}
+    if memory["refused"]:  # leave the port as a debugger would find it: sticky flags cleared (the next AP too)
+        session.transfer_ok(f"ABORT (clear AP {ap}'s FAULT)", [_write(False, dap.DP_ABORT, dap.ABORT_CLEAR_ERRORS)])
+    return csw_facts, memory
 
 
 def _board_device(port: Any) -> Any:
@@ -264,6 +298,15 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     return Observation("debug_port", facts, tuple(refs))
 
 
+def _scanned(facts: dict[str, Any]) -> str:
+    ports = facts.get("access_ports")
+    if not isinstance(ports, list):
+        return "no other access port was looked for"
+    mem = 1 + len(facts.get("other_aps") or [])
+    return (f"{mem} MEM-AP(s) of {AP_COUNT} access port numbers scanned ({len(ports)} present), "
+            f"every one refused the read")
+
+
 def memory_access_refused(observation: Observation, expected: Any) -> CheckResult:
     """The debug port answers, and refuses a memory read with FAULT."""
     ev = observation.evidence
@@ -276,13 +319,20 @@ def memory_access_refused(observation: Observation, expected: Any) -> CheckResul
         return CheckResult.error(f"no memory read to judge (facts: {sorted(facts)})", evidence=ev)
     if target != {k: expected[k] for k in ("address", "words", "ap")}:
         return CheckResult.error(f"the read was tried at {target!r}, the reference says {expected!r}", evidence=ev)
-    where = f"AP {target['ap']}, address {memory['address']:#010x}"
     port = f"DP IDCODE {idcode['raw']}"
-    if memory["values"]:
-        return CheckResult.failed(
-            f"debug memory access is open: {len(memory['values'])} of {memory['words']} word(s) read at {where} "
-            f"through the SWD port ({port}): {' '.join(memory['values'])} (bytes {memory['bytes']}); "
-            f"evidence {TRANSCRIPT_NAME}", evidence=ev)
+    others = [other["memory"] for other in facts.get("other_aps") or []]
+    opened = [m for m in (memory, *others) if m["values"]]
+    if opened:
+        return CheckResult.failed(*(
+            f"debug memory access is open: {len(m['values'])} of {m['words']} word(s) read at AP "
+            f"{m.get('ap', target['ap'])}, address {m['address']:#010x} through the SWD port ({port}): "
+            f"{' '.join(m['values'])} (bytes {m['bytes']}); evidence {TRANSCRIPT_NAME}" for m in opened), evidence=ev)
+    where = f"AP {target['ap']}, address {memory['address']:#010x}"
+    undecided = [m for m in others if not (m["refused"] and m["ack"] == dap.ack_name(dap.ACK_FAULT))]
+    if undecided:
+        return CheckResult.error(*(
+            f"the memory read through AP {m['ap']} (another MEM-AP) ended with ACK {m['ack']} after {m['count']} "
+            f"transfer(s): neither data nor a FAULT, undecided" for m in undecided), evidence=ev)
     if memory["refused"] and memory["ack"] == dap.ack_name(dap.ACK_FAULT):
         csw = facts.get("csw", {})
         through = ("an independent CMSIS-DAP probe (usb.debug_probe)" if facts.get("independent_probe") is True else
@@ -291,7 +341,7 @@ def memory_access_refused(observation: Observation, expected: Any) -> CheckResul
         return CheckResult.passed(
             f"debug memory access refused: the {port} answers, the read at {where} was answered ACK FAULT with no "
             f"data (CSW {csw.get('raw')}, DeviceEn {int(bool(csw.get('device_enabled')))}; evidence "
-            f"{TRANSCRIPT_NAME}); read through {through}", evidence=ev)
+            f"{TRANSCRIPT_NAME}); {_scanned(facts)}; read through {through}", evidence=ev)
     return CheckResult.error(
         f"the memory read at {where} ended with ACK {memory['ack']} after {memory['count']} transfer(s)"
         f"{' and an SWD protocol error' if memory['protocol_error'] else ''}: neither data nor a FAULT, undecided",

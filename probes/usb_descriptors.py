@@ -7,7 +7,10 @@ their endpoints, interface associations and class-specific descriptors), the LAN
 string they name, and the BOS. harness/formats/usb_descriptors.py decodes them strictly. It also
 takes what the backend enumerated (pyusb's own descriptor objects, `UsbDevice.enumerated()`) and
 compares the two: a device that shows the host's USB stack one set of descriptors and a fresh
-read another is showing each reader what it likes.
+read another is showing each reader what it likes. Through USB/IP it also compares what the
+server's host enumerated (its devlist entry and import reply: on a bench the exporting kernel's
+copy from the device's first enumeration). A USB 2.0 device's device qualifier and other-speed
+configurations (what it is at full speed, behind a USB 1.1 hub) are read and judged too.
 
 Why: a USB function the product does not declare is an unreviewed path into or out of the host:
 a CDC-ECM/NCM or RNDIS network function is an egress route around the host's firewall and the
@@ -17,7 +20,8 @@ with its class triple and endpoints, must be one the product declares.
 
 Evidence: each raw descriptor as read, stored before it is parsed: `usb/device-descriptor.bin`,
 `usb/configuration-<n>.bin` (n counts from 0, as GET_DESCRIPTOR indexes them),
-`usb/string-<index>.bin` (index 0: the LANGIDs), `usb/bos.bin`; and every transfer of the device
+`usb/string-<index>.bin` (index 0: the LANGIDs), `usb/bos.bin`, `usb/device-qualifier.bin`,
+`usb/other-speed-configuration-<n>.bin`; and every transfer of the device
 as `usb/transfers.pcapng` (LINKTYPE_USB_LINUX_MMAPPED: tshark and Wireshark decode it), also when
 the read fails. Facts: the device's location, the device descriptor with its strings, per
 configuration each interface and alternate (number, class triple, class name, its string, its
@@ -33,11 +37,12 @@ count, class, subclass, protocol}; none when absent):
   device lacks, each one with another class triple, name or set of endpoints, a VID:PID other
   than the reference's, each interface association the product does not declare (a host may
   bind a driver to the function an IAD names), and every disagreement between the backend's
-  enumeration and the fresh read. Every configuration is judged (a second configuration is one
-  SET_CONFIGURATION away).
+  enumeration (or the USB/IP server's host's listing) and the fresh read. Every configuration is
+  judged (a second configuration is one SET_CONFIGURATION away), and every other-speed one.
 - PASS when every interface of every configuration is declared and every declared one is there,
   as declared.
-Errors when: the board has no `usb` interface or the device is not found, a read stalls, times
+Errors when: a device running at high speed refuses its device qualifier (its full-speed self
+cannot be audited), the board has no `usb` interface or the device is not found, a read stalls, times
 out or the device disconnects, a descriptor is malformed (the parser's reason: a length past
 the end, a zero length, a total length that disagrees, ...; never a PASS), or the reference
 lacks `usb` or gives it another shape.
@@ -51,12 +56,14 @@ from typing import Any
 from harness.evidence import EvidenceStore
 from harness.formats.usb_descriptors import (ConfigurationDescriptor, DescriptorError, EndpointDescriptor,
                                              interface_class_name, is_network_function, parse_bos,
-                                             parse_configuration, parse_device_descriptor, parse_langids,
-                                             parse_string, capability_name)
+                                             parse_configuration, parse_device_descriptor,
+                                             parse_device_qualifier, parse_langids, parse_string,
+                                             capability_name)
 from harness.verdict import CheckResult, EvidenceRef, Observation, ProbeError
 from probes.security_state import keep_transfers
 
 PARAMS: dict[str, Any] = {}
+HIGH_SPEED = 3  # libusb's LIBUSB_SPEED_HIGH
 
 _ENDPOINT = re.compile(r"^0x([0-9a-fA-F]{2}) (control|isochronous|bulk|interrupt) (in|out)$")
 _FUNCTION_KEYS = {"interface", "alternate", "class", "subclass", "protocol", "name", "endpoints"}
@@ -125,6 +132,39 @@ def _disagreements(configs: list[ConfigurationDescriptor], enumerated: Any) -> l
             + [f"the fresh read shows {_key_text(k)}, the backend did not enumerate it" for k in sorted(read - seen)])
 
 
+def _server_disagreements(descriptor: dict[str, Any], configs: list[ConfigurationDescriptor],
+                          server: dict[str, Any]) -> list[str]:
+    """Where what a USB/IP server's host enumerated (its devlist entry and import reply: on a bench the
+    exporting kernel's copy from the device's first enumeration) and the fresh read differ."""
+    found = []
+    listed = {key: server[key] for key in ("configuration", "configurations", "interface_count")}
+    if server["import"] != listed:
+        found.append(f"the USB/IP server's devlist says {listed}, its import reply {server['import']}")
+    ids = (server["vid"], server["pid"], server["bcdDevice"], server["configurations"])
+    fresh = (descriptor["vid"], descriptor["pid"], descriptor["bcdDevice"], descriptor["configurations"])
+    if ids != fresh:
+        found.append(f"the USB/IP server's host enumerated {ids[0]:04x}:{ids[1]:04x} bcdDevice {ids[2]:#06x} with "
+                     f"{ids[3]} configuration(s), the fresh read {fresh[0]:04x}:{fresh[1]:04x} bcdDevice "
+                     f"{fresh[2]:#06x} with {fresh[3]}")
+    if not server["configuration"]:
+        return found  # unconfigured there: it lists no interfaces
+    config = next((c for c in configs if c.bConfigurationValue == server["configuration"]), None)
+    triples: dict[int, set[tuple[int, int, int]]] = {}
+    for i in config.interfaces if config else ():
+        triples.setdefault(i.bInterfaceNumber, set()).add((i.bInterfaceClass, i.bInterfaceSubClass,
+                                                            i.bInterfaceProtocol))
+    listed_triples = [tuple(t) for t in server["interfaces"]]
+    agree = (config is not None and server["interface_count"] == len(listed_triples) == config.bNumInterfaces
+             and all(t in triples.get(n, ()) for n, t in enumerate(listed_triples)))
+    if not agree:
+        shown = ", ".join(f"{n}: {_triple(*t)} {interface_class_name(*t)}" for n, t in enumerate(listed_triples))
+        read = (f"{config.bNumInterfaces} interface(s)" if config else "no such configuration")
+        found.append(f"the USB/IP server's host enumerated configuration {server['configuration']} with "
+                     f"{server['interface_count']} interface(s) ({shown or 'none listed'}), the fresh read shows "
+                     f"{read}")
+    return found
+
+
 def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Observation:
     device = board.interface("usb").device()
     try:
@@ -139,17 +179,28 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     refs += [evidence.add(f"usb/string-{index}.bin", data) for index, data in sorted(raw.strings.items())]
     if raw.bos is not None:
         refs.append(evidence.add("usb/bos.bin", raw.bos))
+    if raw.qualifier is not None:
+        refs.append(evidence.add("usb/device-qualifier.bin", raw.qualifier))
+    refs += [evidence.add(f"usb/other-speed-configuration-{n}.bin", data) for n, data in enumerate(raw.other_speed)]
     transfers = keep_transfers(device, evidence)
     try:
         facts, configs = _decode(raw)
     except DescriptorError as exc:
         raise ProbeError(f"malformed USB descriptor from {device.location.get('vid', 0):04x}:"
                          f"{device.location.get('pid', 0):04x}: {exc}") from None
+    if raw.qualifier is None and facts["descriptor"]["bcdUSB"] >= 0x0200 and device.speed == HIGH_SPEED:
+        # USB 2.0 §9.6.2: only a full-speed-only device may refuse it; this one runs at high speed
+        raise ProbeError("the device runs at high speed but refuses its device qualifier: what it is at full "
+                         "speed (its other-speed configurations) cannot be read, so not audited")
     enumerated = device.enumerated()
     facts["enumerated"] = [{"configuration": e.configuration, "interface": e.number, "alternate": e.alternate,
                             "class": e.cls, "subclass": e.subclass, "protocol": e.protocol,
                             "endpoints": [list(ep) for ep in e.endpoints]} for e in enumerated]
     facts["enumeration_disagreements"] = _disagreements(configs, enumerated)
+    server = getattr(device, "server_enumeration", None)
+    if server is not None:
+        facts["server_enumeration"] = server
+        facts["enumeration_disagreements"] += _server_disagreements(facts["descriptor"], configs, server)
     facts["device"] = dict(device.location)
     if transfers is not None:
         refs.append(transfers)
@@ -165,6 +216,11 @@ def _decode(raw: Any) -> tuple[dict[str, Any], list[ConfigurationDescriptor]]:
     langids = parse_langids(raw.langids) if raw.langids else ()
     strings: dict[int, str | None] = {index: parse_string(data) for index, data in raw.strings.items()}
     bos = parse_bos(raw.bos) if raw.bos is not None else None
+    qualifier = parse_device_qualifier(raw.qualifier) if raw.qualifier is not None else None
+    other_speed = [parse_configuration(data, other_speed=True) for data in raw.other_speed]
+    if qualifier is not None and len(other_speed) != qualifier.bNumConfigurations:
+        raise DescriptorError(f"the device qualifier names {qualifier.bNumConfigurations} other-speed "
+                              f"configuration(s), {len(other_speed)} were read")
     facts: dict[str, Any] = {
         "descriptor": {
             "vid": descriptor.idVendor, "pid": descriptor.idProduct, "bcdUSB": descriptor.bcdUSB,
@@ -179,6 +235,10 @@ def _decode(raw: Any) -> tuple[dict[str, Any], list[ConfigurationDescriptor]]:
         "configurations": [_configuration_facts(c, strings) for c in configs],
         "bos": None if bos is None else [{"type": kind, "name": capability_name(kind), "bytes": data.hex()}
                                          for kind, data in bos.capabilities],
+        "qualifier": None if qualifier is None else {"bcdUSB": qualifier.bcdUSB,
+                                                     "max_packet_size0": qualifier.bMaxPacketSize0,
+                                                     "configurations": qualifier.bNumConfigurations},
+        "other_speed_configurations": [_configuration_facts(c, strings) for c in other_speed],
     }
     return facts, configs
 
@@ -310,15 +370,21 @@ def declared_functions(observation: Observation, expected: Any) -> CheckResult:
         found, ok = _judge_configuration(config, declared, associations, prefix)
         findings += found
         passed += ok
+    other_speed = facts.get("other_speed_configurations") or []
+    for config in other_speed:  # what the device is at full speed is what a host behind a USB 1.1 hub gets
+        found, _ = _judge_configuration(config, declared, associations, f"other-speed configuration {config['value']}: ")
+        findings += found
     if not configs:
         findings.append("the device has no configuration")
     findings += [f"two descriptor sets: {d}" for d in facts["enumeration_disagreements"]]
     if findings:
         return CheckResult.failed(*findings, evidence=ev)
+    server = " (and the USB/IP server's host's listing)" if facts.get("server_enumeration") else ""
     return CheckResult.passed(
         f"{measured['vid']:04x}:{measured['pid']:04x} {measured.get('product')!r}: every interface of "
-        f"{len(configs)} configuration(s) is declared, and every declared one is there; the backend's "
-        f"enumeration agrees with the fresh read", *passed, evidence=ev)
+        f"{len(configs)} configuration(s) is declared (and of {len(other_speed)} other-speed configuration(s), "
+        f"what the device is at full speed), and every declared one is there; the backend's enumeration"
+        f"{server} agrees with the fresh read", *passed, evidence=ev)
 
 
 CHECKS = {"declared_functions": declared_functions}

@@ -224,7 +224,7 @@ def test_hypothesis_is_a_test_dependency_and_every_runtime_dependency_is_used():
     assert "hypothesis" in test and "hypothesis" not in runtime
     shipped = imports_of("harness") | imports_of("probes") | imports_of("fixtures")
     assert "hypothesis" not in shipped
-    module_of = {"pyserial": "serial", "pyyaml": "yaml"}  # where the import name is not the package's
+    module_of = {"pyserial": "serial", "pyyaml": "yaml", "pyusb": "usb"}  # where the import name is not the package's
     unused = {d for d in runtime if module_of.get(d, d.replace("-", "_")) not in shipped}
     assert not unused, f"declared runtime dependencies nothing in harness/, probes/ or fixtures/ imports: {unused}"
 

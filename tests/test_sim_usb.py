@@ -242,7 +242,11 @@ def test_device_configuration_and_bos_descriptors_are_the_products(clean):
     assert clean.descriptor(0x0F, length=5) == (0, BOS[:5])
     assert clean.descriptor(0x0F, length=12) == (0, BOS)
     assert clean.descriptor(2, index=1)[0] == -32  # one configuration only
-    assert clean.descriptor(6)[0] == -32  # anything else stalls
+    # what it is at full speed: the device qualifier and its configuration as type 7, bulk at 64 bytes
+    assert clean.descriptor(6) == (0, struct.pack("<BBHBBBBBB", 10, 6, 0x0210, 0, 0, 0, 64, 1, 0))
+    status, other_speed = clean.descriptor(7, length=255)
+    assert status == 0 and other_speed[0:2] == b"\x09\x07" and other_speed[2:] != CONFIG_CLEAN[2:]
+    assert clean.descriptor(0x0A)[0] == -32  # anything else stalls
 
 
 def test_string_descriptors_name_the_product(clean):

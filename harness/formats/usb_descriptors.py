@@ -6,6 +6,8 @@
                     (0x21 HID, 0x24 CS_INTERFACE, 0x25 CS_ENDPOINT, ...) in order     (§9.6.3)
     interface       9 bytes, type 0x04; endpoint 7 bytes (9 in an audio interface), type 0x05
     IAD             8 bytes, type 0x0B                                     (USB 2.0 ECN IAD)
+    device qualifier 10 bytes, type 0x06; other-speed configuration: a configuration's layout
+                    with type 0x07 (what a high-speed device is at full speed) (§9.6.2, §9.6.4)
     string          type 0x03: index 0 lists the LANGIDs, the others are UTF-16LE text (§9.6.7)
     BOS             5 bytes, type 0x0F, then bNumDeviceCaps device capabilities (type 0x10),
                     wTotalLength bytes in all                              (USB 3.2 §9.6.2)
@@ -35,10 +37,11 @@ import unicodedata
 from dataclasses import dataclass
 
 __all__ = [
-    "BosDescriptor", "ConfigurationDescriptor", "DescriptorError", "DeviceDescriptor", "EndpointDescriptor",
+    "BosDescriptor", "ConfigurationDescriptor", "DescriptorError", "DeviceDescriptor", "DeviceQualifier",
+    "EndpointDescriptor",
     "InterfaceAssociation", "InterfaceDescriptor", "NETWORK_FUNCTION_CLASSES", "capability_name",
     "interface_class_name", "is_network_function", "parse_bos", "parse_configuration",
-    "parse_device_descriptor", "parse_langids", "parse_string",
+    "parse_device_descriptor", "parse_device_qualifier", "parse_langids", "parse_string",
 ]
 
 # bDescriptorType values (USB 2.0 table 9-5, USB 3.2 table 9-6)
@@ -47,12 +50,14 @@ CONFIGURATION = 0x02
 STRING = 0x03
 INTERFACE = 0x04
 ENDPOINT = 0x05
+DEVICE_QUALIFIER = 0x06
 OTHER_SPEED_CONFIGURATION = 0x07
 INTERFACE_ASSOCIATION = 0x0B
 BOS = 0x0F
 DEVICE_CAPABILITY = 0x10
 
 DEVICE_SIZE = 18
+DEVICE_QUALIFIER_SIZE = 10
 CONFIGURATION_SIZE = 9
 INTERFACE_SIZE = 9
 ENDPOINT_SIZES = (7,)
@@ -334,6 +339,42 @@ def parse_device_descriptor(data: bytes) -> DeviceDescriptor:
     return device
 
 
+@dataclass(frozen=True)
+class DeviceQualifier:
+    """What a high-speed capable device would be at the other speed (USB 2.0 §9.6.2): its
+    configurations there are read with GET_DESCRIPTOR(OTHER_SPEED_CONFIGURATION)."""
+
+    bLength: int
+    bDescriptorType: int
+    bcdUSB: int
+    bDeviceClass: int
+    bDeviceSubClass: int
+    bDeviceProtocol: int
+    bMaxPacketSize0: int
+    bNumConfigurations: int
+    bReserved: int
+
+
+def parse_device_qualifier(data: bytes) -> DeviceQualifier:
+    """The 10-byte device qualifier, exactly."""
+    data = _bytes(data, "device qualifier")
+    _header(data, DEVICE_QUALIFIER, "device qualifier", DEVICE_QUALIFIER_SIZE)
+    if len(data) != DEVICE_QUALIFIER_SIZE:
+        raise DescriptorError(f"device qualifier descriptor at offset 0x0: {len(data)} bytes, expected exactly "
+                              f"{DEVICE_QUALIFIER_SIZE}")
+    qualifier = DeviceQualifier(*struct.unpack("<BBHBBBBBB", data))
+    if qualifier.bMaxPacketSize0 not in (8, 16, 32, 64):
+        raise DescriptorError(f"device qualifier descriptor at offset 0x6: bMaxPacketSize0 "
+                              f"{qualifier.bMaxPacketSize0} is not one of (8, 16, 32, 64)")
+    if qualifier.bNumConfigurations == 0:
+        raise DescriptorError("device qualifier descriptor at offset 0x8: bNumConfigurations 0: a device has at "
+                              "least one")
+    if qualifier.bReserved:
+        raise DescriptorError(f"device qualifier descriptor at offset 0x9: bReserved {qualifier.bReserved}, must "
+                              f"be 0")
+    return qualifier
+
+
 class _Interface:
     """An interface descriptor (one alternate setting) being filled in by the walk."""
 
@@ -380,10 +421,14 @@ class _Interface:
         return InterfaceDescriptor(*self.fields, endpoints=endpoints, extra=bytes(self.extra))
 
 
-def parse_configuration(data: bytes) -> ConfigurationDescriptor:
-    """The full configuration (wTotalLength bytes): every interface, endpoint and association."""
+def parse_configuration(data: bytes, other_speed: bool = False) -> ConfigurationDescriptor:
+    """The full configuration (wTotalLength bytes): every interface, endpoint and association.
+    `other_speed`: an other-speed configuration (type 0x07, the same layout: USB 2.0 §9.6.4)."""
     data = _bytes(data, "configuration")
-    _header(data, CONFIGURATION, "configuration", CONFIGURATION_SIZE)
+    if other_speed:
+        _header(data, OTHER_SPEED_CONFIGURATION, "other-speed configuration", CONFIGURATION_SIZE)
+    else:
+        _header(data, CONFIGURATION, "configuration", CONFIGURATION_SIZE)
     (b_length, b_type, total, num_interfaces, value, i_configuration, attributes,
      max_power) = struct.unpack_from("<BBHBBBBB", data)
     if total != len(data):

@@ -209,6 +209,8 @@ class RawDescriptors:
     langids: bytes
     strings: dict[int, bytes] = field(default_factory=dict)
     bos: bytes | None = None
+    qualifier: bytes | None = None  # None: not asked (bcdUSB < 2.0) or stalled (a full-speed-only device)
+    other_speed: tuple[bytes, ...] = ()  # one per configuration the qualifier counts
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ class UsbDevice:
         self._urb_ids = itertools.count(1)
         self._lock = threading.RLock()
         self._configured = False
+        # What a USB/IP server's host enumerated of the device (UsbipBackend.server_enumeration), or None
+        self.server_enumeration: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"UsbDevice({self.location['vid']:04x}:{self.location['pid']:04x} at {self.location['path']})"
@@ -428,17 +432,23 @@ class UsbDevice:
             parsed = descriptors.parse_device_descriptor(device)
         except descriptors.DescriptorError:
             return RawDescriptors(device, (), b"", {}, None)
-        configurations = []
         indices = set(parsed.string_indices)
-        for n in range(parsed.bNumConfigurations):
-            head = self._get_descriptor(descriptors.CONFIGURATION, n, descriptors.CONFIGURATION_SIZE)
-            total = int.from_bytes(head[2:4], "little") if len(head) >= 4 else 0
-            full = self._get_descriptor(descriptors.CONFIGURATION, n, total) if total > len(head) else head
-            configurations.append(full)
+        configurations = self._configurations(descriptors.CONFIGURATION, parsed.bNumConfigurations, indices)
+        # What the device is at the other speed (a high-speed device behind a USB 1.1 hub): a function
+        # only there is a function a host gets. A stall says the device is full-speed only.
+        qualifier, other_speed = None, ()
+        if parsed.bcdUSB >= 0x0200:
             try:
-                indices.update(descriptors.parse_configuration(full).string_indices)
-            except descriptors.DescriptorError:
-                pass  # the caller's parse says why; the strings it names cannot be known
+                qualifier = self._get_descriptor(descriptors.DEVICE_QUALIFIER, 0, descriptors.DEVICE_QUALIFIER_SIZE)
+            except UsbTransferError as exc:
+                if exc.kind != "stall":
+                    raise
+            if qualifier is not None:
+                try:
+                    count = descriptors.parse_device_qualifier(qualifier).bNumConfigurations
+                except descriptors.DescriptorError:
+                    count = 0  # the caller's parse says why
+                other_speed = self._configurations(descriptors.OTHER_SPEED_CONFIGURATION, count, indices)
         langids = self._get_descriptor(descriptors.STRING, 0, STRING_ASK)
         strings: dict[int, bytes] = {}
         try:
@@ -453,7 +463,28 @@ class UsbDevice:
             head = self._get_descriptor(descriptors.BOS, 0, descriptors.BOS_SIZE)
             total = int.from_bytes(head[2:4], "little") if len(head) >= 4 else 0
             bos = self._get_descriptor(descriptors.BOS, 0, total) if total > len(head) else head
-        return RawDescriptors(device, tuple(configurations), langids, strings, bos)
+        return RawDescriptors(device, configurations, langids, strings, bos, qualifier, other_speed)
+
+    def _configurations(self, kind: int, count: int, indices: set[int]) -> tuple[bytes, ...]:
+        """`count` configurations of `kind` (configuration or other-speed), each read in full
+        (its 9-byte head, then wTotalLength bytes); the string indices they name added to `indices`."""
+        found = []
+        for n in range(count):
+            head = self._get_descriptor(kind, n, descriptors.CONFIGURATION_SIZE)
+            total = int.from_bytes(head[2:4], "little") if len(head) >= 4 else 0
+            full = self._get_descriptor(kind, n, total) if total > len(head) else head
+            found.append(full)
+            try:
+                parsed = descriptors.parse_configuration(full, other_speed=kind == descriptors.OTHER_SPEED_CONFIGURATION)
+                indices.update(parsed.string_indices)
+            except descriptors.DescriptorError:
+                pass  # the caller's parse says why; the strings it names cannot be known
+        return tuple(found)
+
+    @property
+    def speed(self) -> int | None:
+        """The speed the device runs at, as libusb codes it (1 low, 2 full, 3 high, 4 super, 5 super+)."""
+        return getattr(self._dev, "speed", None)
 
     def string(self, index: int) -> str:
         """String descriptor `index` in the device's first language, strictly parsed."""
@@ -599,6 +630,9 @@ class UsbPort:
                 device.dispose()
                 continue
             location["serial"] = serial
+            listing = getattr(backend, "server_enumeration", None)
+            if listing is not None:
+                device.server_enumeration = listing(candidate.bus, candidate.address)
             seen.append(f"{settings.vid:04x}:{settings.pid:04x} serial {serial!r} at {location['path']}")
             if serial == settings.serial and (settings.path is None or location["path"] == settings.path):
                 found.append(device)

@@ -177,6 +177,7 @@ class _Imported:
     def __init__(self, backend: "UsbipBackend", exported: _Exported) -> None:
         self.backend = backend
         self.busid = exported.busid
+        self.listed = exported.listed  # the devlist entry: the server's host's own enumeration
         self.lock = threading.RLock()
         self.dead: str | None = None
         self.seqnum = 0
@@ -410,6 +411,24 @@ class UsbipBackend(usb.backend.IBackend):
             if imported is None:
                 imported = self._imported[dev.busid] = _Imported(self, dev)
             return imported
+
+    def server_enumeration(self, bus: int, address: int) -> dict[str, Any] | None:
+        """What the server's host enumerated of the imported device at bus/address (its devlist entry
+        and import reply: the active configuration, its interfaces' class triples), or None. On a
+        bench that is the exporting kernel's copy from the device's first enumeration: a device that
+        answers later GET_DESCRIPTORs otherwise shows two descriptor sets."""
+        with self._lock:
+            for imported in self._imported.values():
+                remote, listed = imported.remote, imported.listed
+                if (remote.busnum, remote.devnum) == (bus, address):
+                    return {"busid": imported.busid, "configuration": listed.bConfigurationValue,
+                            "configurations": listed.bNumConfigurations, "interface_count": listed.bNumInterfaces,
+                            "interfaces": [list(t) for t in listed.interfaces],
+                            "import": {"configuration": remote.bConfigurationValue,
+                                       "configurations": remote.bNumConfigurations,
+                                       "interface_count": remote.bNumInterfaces},
+                            "vid": listed.idVendor, "pid": listed.idProduct, "bcdDevice": listed.bcdDevice}
+        return None
 
     def release_except(self, busids: set[str]) -> None:
         """End the imports of the devices not kept (a device found but not chosen stays free)."""
