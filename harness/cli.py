@@ -586,8 +586,9 @@ def _archive_fail(command: str, exc: BaseException) -> int:
 
     import sqlite3
 
+    unopened = isinstance(exc, sqlite3.OperationalError) and "open" in str(exc)  # I/O, not tampering
     bad = isinstance(exc, (ArchiveCorrupt, VerificationError)) or (
-        command == "verify" and isinstance(exc, sqlite3.DatabaseError))  # archive.db itself damaged
+        command == "verify" and isinstance(exc, sqlite3.DatabaseError) and not unopened)  # archive.db damaged
     why = getattr(exc, "strerror", None) if isinstance(exc, OSError) else None
     print(f"{'NOT VERIFIED: ' if bad else ''}attestlab archive {command}: {terminal_safe(str(why or exc))}",
           file=sys.stderr)
@@ -609,7 +610,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     try:
         key = load_private_key(args.key) if command == "add" else None
         public_key = load_public_key(args.pubkey) if getattr(args, "pubkey", None) else None
-        with Archive(args.dir, create=command == "add", db=args.archive_db) as archive:
+        with Archive(args.dir, create=command == "add", db=args.archive_db, read_only=command != "add") as archive:
             return _ARCHIVE_COMMANDS[command](args, archive, key or public_key)
     except (OSError, ValueError, KeyError_, VerificationError, *database_errors()) as exc:
         return _archive_fail(command, exc)

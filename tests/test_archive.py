@@ -394,3 +394,28 @@ def test_any_value_in_any_column_is_found_never_a_crash(pristine, tmp_path_facto
         else:
             with pytest.raises(ArchiveCorrupt):
                 archive.verify(PUB)
+
+
+def test_an_archive_on_read_only_media_lists_shows_verifies_and_proves(archive_dir, tmp_path):
+    """An auditor's copy on read-only media: every command but `add` reads only (SQLite opened
+    read-only, as immutable where the file system refuses even its lock file)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "--bind", str(archive_dir), str(mount)], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"cannot bind-mount here ({made.stderr.strip()[:80]}): needs root with CAP_SYS_ADMIN")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True, text=True)
+        if remount.returncode:
+            pytest.skip(f"cannot remount read-only here ({remount.stderr.strip()[:80]})")
+        before = sorted(p.name for p in archive_dir.iterdir())
+        verified = attestlab("archive", "verify", str(mount), "--pubkey", str(TEST_PUB))
+        assert verified.returncode == 0 and "6 entries, 6 signed checkpoints" in verified.stdout, verified.stderr
+        assert attestlab("archive", "list", str(mount)).returncode == 0
+        proof = attestlab("archive", "proof", str(mount), "2", "--pubkey", str(TEST_PUB), "--out", str(tmp_path / "p.json"))
+        assert proof.returncode == 0, proof.stderr
+        added = attestlab("archive", "add", str(mount), str(archive_dir / "blobs"), "--key", str(TEST_KEY))
+        assert added.returncode == 2 and "Traceback" not in added.stderr  # writing is refused, clearly
+        assert sorted(p.name for p in archive_dir.iterdir()) == before
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)

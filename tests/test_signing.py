@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from harness.evidence import EvidenceStore
 from harness.results.bundle import (CLAIM_NAME, ENVELOPE_NAME, EVIDENCE_DIR, OutputError, RunDirTaken, claim_run_dir,
                                     verify_result, write_signed_result)
-from harness.results.canonical import canonical_json
+from harness.results.canonical import NotCanonical, canonical_json, loads_canonical
 from harness.results.dsse import INTOTO_PAYLOAD_TYPE, VerificationError, pae, sign_envelope, verify_envelope
 from harness.results.keys import KeyError_, generate_keypair, keyid, load_private_key, load_public_key
 from harness.results.record import RECORD_TYPE, STATEMENT_TYPE, RequirementResult, RunRecord
@@ -399,3 +399,39 @@ def test_a_failed_write_leaves_no_envelope_and_no_temporary_file(tmp_path, priva
         verify_result(run_dir / ENVELOPE_NAME, public_key)
     with pytest.raises(VerificationError, match="cannot read: no such file"):  # not a run directory at all
         verify_result(tmp_path / "elsewhere" / ENVELOPE_NAME, public_key)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_JSON_VALUES, noise=st.binary(max_size=40))
+def test_canonical_json_is_parsed_and_proven_canonical_in_one_pass(value, noise):
+    """verify reads every archived payload through loads_canonical: it must accept exactly the
+    canonical bytes of a value, and refuse anything else (a key twice, a float, a space)."""
+    try:
+        data = canonical_json(value)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 payload holds it
+        return
+    assert loads_canonical(data) == value
+    for other in (noise, data + b" ", b" " + data, data.replace(b":", b": ", 1)):
+        if other == data:
+            continue
+        try:
+            parsed = loads_canonical(other)
+        except ValueError:
+            continue
+        assert canonical_json(parsed) == other  # whatever it accepts re-encodes to the same bytes
+
+
+def test_a_key_twice_a_float_or_nan_is_never_canonical():
+    with pytest.raises(NotCanonical):
+        loads_canonical(b'{"a":1,"a":1}')
+    with pytest.raises(NotCanonical):
+        loads_canonical(b'{"b":1,"a":2}')
+    for refused in (b'{"a":1.0}', b'{"a":1e3}', b'[NaN]', b'[Infinity]', b"[1,]"):
+        with pytest.raises(ValueError):
+            loads_canonical(refused)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from harness.formats import merkle
 from harness.formats.dsse import VerificationError, sign_envelope, strict_json, verify_envelope
-from harness.results.canonical import canonical_json
+from harness.results.canonical import NotCanonical, canonical_json, loads_canonical
 
 CHECKPOINT_PAYLOAD_TYPE = "application/vnd.attestlab.checkpoint+json"
 CHECKPOINT_TYPE = "https://attestlab.dev/Checkpoint/v1"
@@ -55,10 +55,12 @@ def open_checkpoint(envelope: Any, public_key: Ed25519PublicKey, what: str = "ch
         if isinstance(envelope, (bytes, bytearray)):
             envelope = strict_json(bytes(envelope))
         payload = verify_envelope(envelope, public_key, CHECKPOINT_PAYLOAD_TYPE)
-        body = strict_json(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = loads_canonical(payload)
+    except NotCanonical:
+        raise ProofFileError(f"{what}: the signed payload is not canonical JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProofFileError(f"{what}: {exc}") from None
-    if not isinstance(body, dict) or canonical_json(body) != payload:
+    if not isinstance(body, dict):
         raise ProofFileError(f"{what}: the signed payload is not canonical JSON")
     if body.get("type") != CHECKPOINT_TYPE or set(body) != {"type", "archive", "size", "root", "time"}:
         raise ProofFileError(f"{what}: not an attestlab checkpoint (fields {sorted(body)[:8]})")

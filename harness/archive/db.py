@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import re
 import sqlite3
+import urllib.parse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,10 +194,15 @@ CREATE INDEX IF NOT EXISTS entries_started ON entries (run_started);
 
 
 class SqliteLog(_SqlLog):
-    """The archive's database in `path` (created when missing)."""
+    """The archive's database in `path` (created when missing). `read_only`: opened for reading
+    only, so that an auditor's copy on read-only media (or a read-only mount) verifies; on a
+    read-only file system where SQLite cannot take its shared-memory lock, as immutable."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        if read_only:
+            self.db = self._open_read_only(path)
+            return
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA journal_mode = WAL")
@@ -204,6 +210,20 @@ class SqliteLog(_SqlLog):
         with self.transaction():
             for statement in filter(str.strip, _SQLITE_SCHEMA.split(";")):
                 self.db.execute(statement)
+
+    @staticmethod
+    def _open_read_only(path: Path) -> sqlite3.Connection:
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}"
+        last: sqlite3.Error | None = None
+        for mode in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                     isolation_level=None)
+                db.execute("SELECT count(*) FROM meta").fetchone()  # opens the file for real
+                return db
+            except sqlite3.OperationalError as exc:  # a WAL database on a read-only file system
+                last = exc
+        raise sqlite3.OperationalError(f"{path}: cannot open for reading: {last}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness.evidence import EvidenceStore
 from harness.files import read_capped
 from harness.plan import Plan
-from harness.results.canonical import canonical_json
+from harness.results.canonical import NotCanonical, canonical_json, loads_canonical
 from harness.formats.dsse import strict_json as _strict_json  # no key twice: two readers, two values
 from harness.results.dsse import INTOTO_PAYLOAD_TYPE, VerificationError, sign_envelope, verify_envelope
 from harness.results.keys import keyid
@@ -239,13 +239,22 @@ def _fail(message: str) -> VerificationError:
     return VerificationError(message)
 
 
-def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey) -> VerifiedResult:
-    """Verify a result: `envelope_path` is its result.dsse.json, or the run directory."""
+def _strict_json_or_fail(payload: bytes) -> None:
+    try:
+        _strict_json(payload)
+    except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
+        raise _fail("signed payload is not JSON") from None
+
+
+def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey,
+                  data: bytes | None = None) -> VerifiedResult:
+    """Verify a result: `envelope_path` is its result.dsse.json, or the run directory. `data`:
+    the envelope's bytes when the caller has read them already (the archive's verify)."""
     envelope_path = Path(envelope_path)
-    if envelope_path.is_dir():
+    if data is None and envelope_path.is_dir():
         envelope_path = envelope_path / ENVELOPE_NAME
     try:
-        envelope = _strict_json(read_capped(envelope_path, _MAX_ENVELOPE_BYTES))
+        envelope = _strict_json(read_capped(envelope_path, _MAX_ENVELOPE_BYTES) if data is None else data)
     except FileNotFoundError:
         unsigned = unsigned_run_dir(envelope_path.parent) if envelope_path.name == ENVELOPE_NAME else None
         raise _fail(unsigned or f"{envelope_path}: cannot read: no such file") from None
@@ -255,12 +264,12 @@ def verify_result(envelope_path: str | Path, public_key: Ed25519PublicKey) -> Ve
         raise _fail(f"{envelope_path}: not a JSON envelope ({exc})") from None
     payload = verify_envelope(envelope, public_key)
     try:
-        statement = _strict_json(payload)
-        canonical = canonical_json(statement) == payload
+        statement = loads_canonical(payload)
+    except NotCanonical:  # we sign canonical JSON only; anything else was not made by attestlab
+        _strict_json_or_fail(payload)  # a key twice is "not JSON", as signed documents are read
+        raise _fail("signed payload is not canonical JSON (sorted keys, no spaces, no floats)") from None
     except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
         raise _fail("signed payload is not JSON") from None
-    if not canonical:  # we sign canonical JSON only; anything else was not made by attestlab
-        raise _fail("signed payload is not canonical JSON (sorted keys, no spaces, no floats)")
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise _fail(f"signed payload is not an in-toto Statement v1 (_type {statement.get('_type') if isinstance(statement, dict) else None!r})")
     if statement.get("predicateType") != RECORD_TYPE:

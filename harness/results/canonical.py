@@ -27,10 +27,34 @@ def _reject_floats(value: Any) -> None:
             stack.extend(item)
 
 
-def canonical_json(value: Any) -> bytes:
-    _reject_floats(value)
+def _encode(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
+
+
+def canonical_json(value: Any) -> bytes:
+    _reject_floats(value)
+    return _encode(value)
+
+
+class NotCanonical(ValueError):
+    """JSON, but not the canonical bytes of the value it holds."""
+
+
+def _refuse_float(text: str) -> Any:
+    raise ValueError(f"canonical JSON holds no floats (got {text[:40]})")
+
+
+def loads_canonical(data: bytes) -> Any:
+    """The value of signed JSON that must be canonical, parsed and proven canonical in one pass
+    (verifying an archive of results is mostly this): floats and NaN are refused as they are
+    parsed, and re-encoding must give back exactly `data`, which also proves sorted keys, no
+    spaces and no key twice (a repeated key would shrink the re-encoding). ValueError when `data`
+    is no JSON, NotCanonical when it is JSON written otherwise."""
+    value = json.loads(data, parse_float=_refuse_float, parse_constant=_refuse_float)
+    if _encode(value) != data:
+        raise NotCanonical("not canonical JSON (sorted keys, no spaces, no floats, no key twice)")
+    return value
 
 
 def plain_json(value: Any) -> Any:
