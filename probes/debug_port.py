@@ -25,20 +25,30 @@ location, the CMSIS-DAP interface and endpoints, the DAP_Info answers, the IDCOD
 part number, designer), CTRL/STAT, the AP's IDR (class, type, designer), CSW, and the memory
 read: address, words asked, the ACK (OK, WAIT, FAULT, NO_ACK) and the words and bytes read.
 
-Check memory_access_refused (expected: the reference's `usb.debug_port`):
+Check memory_access_refused (expected: the reference's `usb.debug_port`, {address, words, ap,
+independent_probe: required | optional}):
 - PASS only when the DP's IDCODE was read (the port answers: the probe reached the target) and
-  the memory read at the reference's address was refused with ACK FAULT before any word came.
-- FAIL when a read through any MEM-AP returned data: the AP, the address and the bytes, in hex.
-- ERROR for everything else: no CMSIS-DAP interface, a connect that fails, NO_ACK (nothing
+  the memory read at the reference's address was refused with ACK FAULT before any word came,
+  through the lab's own probe when the reference requires it.
+- FAIL when a read through any MEM-AP returned data, through either probe: the AP, the address
+  and the bytes, in hex; and, when the board's bridge answered FAULT where the lab's probe read,
+  "the board's debug bridge lies".
+- ERROR for a refusal through the board's own device where the reference requires an independent
+  probe (a refusal through the board's own firmware is its claim, not a measurement), and for
+  everything else: no CMSIS-DAP interface, a connect that fails, NO_ACK (nothing
   answers, so nothing is shown locked), WAIT retries exhausted, a protocol error, a timeout or
   disconnect, an IDCODE that is no ADIv5 IDCODE, a power-up not acknowledged, no MEM-AP at the
   index, a CSW or TAR write refused (the read was never tried), a read at another address than
   the reference's, or a reference without `usb.debug_port`.
-Caution: without `debug_probe` the CMSIS-DAP interface is one of the board's own USB device, run
-by the board's firmware: a firmware that lies can answer FAULT for an open port. Only an
-independent probe (`usb.debug_probe`, a probe of the lab's own cabled to the board's SWD header)
-measures the port itself; the PASS says which it was (fact `independent_probe`). A read that
-returns data is a finding either way.
+Independent probe: without `debug_probe` the CMSIS-DAP interface is one of the board's own USB
+device, run by the board's firmware: a firmware that lies answers FAULT for an open port (the
+`lying-debug-bridge` simulated board). Only an independent probe (`usb.debug_probe`, a probe of
+the lab's own cabled to the board's SWD header; not the board's VID:PID and serial, not at its
+bus and address) measures the port itself (fact `independent_probe`, and `not_independent`
+saying why not). With one, the same conversation is held with the board's own bridge too
+(`usb/cmsis-dap-bridge.json`, fact `bridge`): it decides nothing alone, but data it reads is a
+finding and a FAULT where the lab's probe read data is a lie. A read that returns data is a
+finding either way.
 The read is real: on an unlocked board it reads `words` words of memory at `address`
 (a boot ROM by default) and writes CSW and TAR of the AP; it writes nothing to memory.
 """
@@ -60,6 +70,8 @@ PARAMS: dict[str, Any] = {
 
 SECTION = "usb.debug_port"
 TRANSCRIPT_NAME = "usb/cmsis-dap.json"
+BRIDGE_TRANSCRIPT_NAME = "usb/cmsis-dap-bridge.json"      # the board's own bridge, beside the lab's probe
+BRIDGE_TRANSFERS_NAME = "usb/transfers-bridge.pcapng"
 CSW_SIZE_MASK, CSW_SIZE_WORD, CSW_ADDRINC_MASK = 0x07, 0x02, 0x30
 _INFO = (("vendor", "VENDOR"), ("product", "PRODUCT"), ("serial", "SERIAL"),
          ("protocol_version", "PROTOCOL_VERSION"), ("firmware", "FIRMWARE"),
@@ -70,10 +82,17 @@ def _is_int(value: Any, top: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= top
 
 
+INDEPENDENCE = ("required", "optional")  # the reference's `independent_probe`: may the board's own bridge decide?
+
+
 def target_problem(section: Any) -> str | None:
     """Why the reference's `usb.debug_port` cannot say where to read, or None."""
-    if not isinstance(section, dict) or set(section) != {"address", "words", "ap"}:
-        return f"reference {SECTION} must be {{address, words, ap}}, got {section!r}"
+    if not isinstance(section, dict) or not {"address", "words", "ap"} <= set(section) \
+            or not set(section) <= {"address", "words", "ap", "independent_probe"}:
+        return f"reference {SECTION} must be {{address, words, ap[, independent_probe]}}, got {section!r}"
+    if section.get("independent_probe", "optional") not in INDEPENDENCE:
+        return (f"reference {SECTION}.independent_probe must be one of {', '.join(INDEPENDENCE)}, "
+                f"got {section['independent_probe']!r}")
     if not _is_int(section["address"], 0xFFFFFFFF) or section["address"] % 4:
         return f"reference {SECTION}.address must be a word-aligned 32-bit address, got {section['address']!r}"
     if not _is_int(section["words"], 256) or not section["words"]:
@@ -265,6 +284,66 @@ def _board_device(port: Any) -> Any:
         return None
 
 
+def _identity(location: dict[str, Any]) -> tuple[Any, ...]:
+    return location.get("vid"), location.get("pid"), location.get("serial")
+
+
+def _place(location: dict[str, Any]) -> tuple[Any, ...]:
+    return location.get("backend"), location.get("bus"), location.get("address")
+
+
+def independence(port: Any, probe: Any, board_device: Any) -> str | None:
+    """Why `probe` is not a device of the lab's own beside the board's, or None when it is: a
+    refusal through the board's own device is its firmware's answer, not a measurement."""
+    settings = getattr(port, "settings", None)
+    if settings is None or settings.debug_probe is None:
+        return "the board config names no interfaces.usb.debug_probe: the read went through the board's own device"
+    wanted = (settings.vid, settings.pid, settings.serial)
+    location = probe.location
+    if probe is board_device or _identity(location) == wanted:
+        return (f"interfaces.usb.debug_probe names the board's own device ({location.get('vid'):04x}:"
+                f"{location.get('pid'):04x} serial {location.get('serial')!r})")
+    if board_device is not None and (_identity(board_device.location) == _identity(location)
+                                     or _place(board_device.location) == _place(location)):
+        return (f"interfaces.usb.debug_probe found the board's own device (bus {location.get('bus')} address "
+                f"{location.get('address')} through {location.get('backend')})")
+    return None
+
+
+def _conversation(device: Any, target: dict[str, int], clock_hz: int, wait_retry: int,
+                  transcript: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole debugger conversation over `device`'s CMSIS-DAP interface: its facts."""
+    from harness.interfaces.usb import CmsisDapLink  # here: plans load (and other kinds run) without pyusb
+
+    link = CmsisDapLink(device)
+    facts: dict[str, Any] = {"link": {"interface": link.interface_number, "out_endpoint": f"{link.out_endpoint:#04x}",
+                                      "in_endpoint": f"{link.in_endpoint:#04x}"}}
+    facts.update(_converse(_Session(link, transcript), target, clock_hz, wait_retry))
+    try:
+        _Session(link, transcript).status("DAP_Disconnect", dap.DISCONNECT, dap.encode_disconnect())
+    except ProbeError as exc:  # the decision is made; a probe that will not let go does not change it
+        facts["disconnect"] = str(exc)
+    return facts
+
+
+def _bridge(device: Any, target: dict[str, int], clock_hz: int, wait_retry: int, evidence: EvidenceStore,
+            refs: list[EvidenceRef]) -> dict[str, Any]:
+    """The same read through the board's own CMSIS-DAP bridge, beside the lab's probe: what the
+    board's firmware answers, to compare with the measurement (it decides nothing alone)."""
+    transcript: list[dict[str, Any]] = []
+    try:
+        facts = _conversation(device, target, clock_hz, wait_retry, transcript)
+        return {key: facts[key] for key in ("csw", "memory", "other_aps")}
+    except ProbeError as exc:  # no bridge, or one that breaks: the lab's probe measured what counts
+        return {"error": str(exc)}
+    finally:
+        refs.append(evidence.add(BRIDGE_TRANSCRIPT_NAME, json.dumps(transcript, indent=1).encode(), "application/json"))
+        try:
+            refs.append(evidence.add(BRIDGE_TRANSFERS_NAME, device.transfers_pcapng(), "application/vnd.tcpdump.pcapng"))
+        except Exception:  # noqa: BLE001 - the comparison is a fact, its record must not replace the verdict
+            pass
+
+
 def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Observation:
     clock_hz, wait_retry = _params(params)
     section = board.reference.lookup(SECTION)  # MissingReference / UntrustedReference → ERROR
@@ -273,27 +352,24 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
         raise ProbeError(problem)
     target = {key: section[key] for key in ("address", "words", "ap")}
     port = board.interface("usb")
+    board_device = _board_device(port)
     device = port.debug_probe()
+    not_independent = independence(port, device, board_device)
     facts: dict[str, Any] = {"probe_device": dict(device.location), "target": target,
-                             "independent_probe": device is not _board_device(port)}
+                             "independent_probe": not_independent is None}
+    if not_independent:
+        facts["not_independent"] = not_independent
     transcript: list[dict[str, Any]] = []
     refs: list[EvidenceRef] = []
-    from harness.interfaces.usb import CmsisDapLink  # here: plans load (and other kinds run) without pyusb
-
     try:
-        link = CmsisDapLink(device)
-        facts["link"] = {"interface": link.interface_number, "out_endpoint": f"{link.out_endpoint:#04x}",
-                         "in_endpoint": f"{link.in_endpoint:#04x}"}
-        facts.update(_converse(_Session(link, transcript), target, clock_hz, wait_retry))
-        try:
-            _Session(link, transcript).status("DAP_Disconnect", dap.DISCONNECT, dap.encode_disconnect())
-        except ProbeError as exc:  # the decision is made; a probe that will not let go does not change it
-            facts["disconnect"] = str(exc)
+        facts.update(_conversation(device, target, clock_hz, wait_retry, transcript))
     finally:  # kept whatever happened: what was asked and answered is the evidence of an ERROR too
         refs.append(evidence.add(TRANSCRIPT_NAME, json.dumps(transcript, indent=1).encode(), "application/json"))
         transfers = keep_transfers(device, evidence)
         if transfers is not None:
             refs.append(transfers)
+    if not_independent is None and board_device is not None:
+        facts["bridge"] = _bridge(board_device, target, clock_hz, wait_retry, evidence, refs)
     facts["transcript"] = TRANSCRIPT_NAME
     return Observation("debug_port", facts, tuple(refs))
 
@@ -307,8 +383,36 @@ def _scanned(facts: dict[str, Any]) -> str:
             f"every one refused the read")
 
 
+CLAIM_NOT_MEASUREMENT = ("a refusal through the board's own firmware is its claim, not a measurement: name the "
+                         "lab's probe as interfaces.usb.debug_probe")
+
+
+def _memories(facts: Any) -> list[dict[str, Any]]:
+    """Every memory read of a conversation: the reference's AP's, then each other MEM-AP's."""
+    if not isinstance(facts, dict) or not isinstance(facts.get("memory"), dict):
+        return []
+    return [facts["memory"], *(other["memory"] for other in facts.get("other_aps") or [])]
+
+
+def _open(m: dict[str, Any], ap: int, port: str, through: str) -> str:
+    return (f"debug memory access is open{through}: {len(m['values'])} of {m['words']} word(s) read at AP "
+            f"{m.get('ap', ap)}, address {m['address']:#010x} through the SWD port ({port}): "
+            f"{' '.join(m['values'])} (bytes {m['bytes']})")
+
+
+def _bridge_note(bridge: Any) -> str:
+    if not isinstance(bridge, dict):
+        return ""
+    if "error" in bridge:
+        return f"; the board's own bridge was not compared ({bridge['error']})"
+    if all(m.get("refused") for m in _memories(bridge)):
+        return f"; the board's own CMSIS-DAP bridge answered the same (evidence {BRIDGE_TRANSCRIPT_NAME})"
+    return f"; the board's own CMSIS-DAP bridge neither read nor refused (evidence {BRIDGE_TRANSCRIPT_NAME})"
+
+
 def memory_access_refused(observation: Observation, expected: Any) -> CheckResult:
-    """The debug port answers, and refuses a memory read with FAULT."""
+    """The debug port answers, and refuses a memory read with FAULT (measured by the lab's own probe
+    when the reference requires it)."""
     ev = observation.evidence
     problem = target_problem(expected)
     if problem:
@@ -322,11 +426,20 @@ def memory_access_refused(observation: Observation, expected: Any) -> CheckResul
     port = f"DP IDCODE {idcode['raw']}"
     others = [other["memory"] for other in facts.get("other_aps") or []]
     opened = [m for m in (memory, *others) if m["values"]]
-    if opened:
-        return CheckResult.failed(*(
-            f"debug memory access is open: {len(m['values'])} of {m['words']} word(s) read at AP "
-            f"{m.get('ap', target['ap'])}, address {m['address']:#010x} through the SWD port ({port}): "
-            f"{' '.join(m['values'])} (bytes {m['bytes']}); evidence {TRANSCRIPT_NAME}" for m in opened), evidence=ev)
+    bridge = _memories(facts.get("bridge"))
+    bridge_opened = [m for m in bridge if m.get("values")]
+    if opened or bridge_opened:
+        reasons = [f"{_open(m, target['ap'], port, '')}; evidence {TRANSCRIPT_NAME}" for m in opened]
+        via_bridge = " through the board's own CMSIS-DAP bridge"
+        reasons += [f"{_open(m, target['ap'], port, via_bridge)}; evidence {BRIDGE_TRANSCRIPT_NAME}"
+                    for m in bridge_opened]
+        if opened and bridge and not bridge_opened and all(m.get("refused") for m in bridge):
+            csw = (facts["bridge"].get("csw") or {})
+            reasons.append(
+                f"the board's debug bridge lies: through the board's own CMSIS-DAP interface every read was answered "
+                f"ACK FAULT (CSW {csw.get('raw')}, DeviceEn {int(bool(csw.get('device_enabled')))}), as a locked "
+                f"port answers, while the lab's probe read the same SWD port; evidence {BRIDGE_TRANSCRIPT_NAME}")
+        return CheckResult.failed(*reasons, evidence=ev)
     where = f"AP {target['ap']}, address {memory['address']:#010x}"
     undecided = [m for m in others if not (m["refused"] and m["ack"] == dap.ack_name(dap.ACK_FAULT))]
     if undecided:
@@ -334,14 +447,19 @@ def memory_access_refused(observation: Observation, expected: Any) -> CheckResul
             f"the memory read through AP {m['ap']} (another MEM-AP) ended with ACK {m['ack']} after {m['count']} "
             f"transfer(s): neither data nor a FAULT, undecided" for m in undecided), evidence=ev)
     if memory["refused"] and memory["ack"] == dap.ack_name(dap.ACK_FAULT):
+        independent = facts.get("independent_probe") is True
+        refused = f"the read at {where} was answered ACK FAULT with no data"
+        if not independent and expected.get("independent_probe") == "required":
+            why = facts.get("not_independent") or "no independent probe read it"
+            return CheckResult.error(f"{refused}, but {why}: {CLAIM_NOT_MEASUREMENT}", evidence=ev)
         csw = facts.get("csw", {})
-        through = ("an independent CMSIS-DAP probe (usb.debug_probe)" if facts.get("independent_probe") is True else
+        through = ("an independent CMSIS-DAP probe (usb.debug_probe)" if independent else
                    "the board's own CMSIS-DAP interface: the board's firmware answers for its SWD port, so an "
                    "independent probe (usb.debug_probe) cabled to the SWD header is the stronger evidence")
         return CheckResult.passed(
-            f"debug memory access refused: the {port} answers, the read at {where} was answered ACK FAULT with no "
-            f"data (CSW {csw.get('raw')}, DeviceEn {int(bool(csw.get('device_enabled')))}; evidence "
-            f"{TRANSCRIPT_NAME}); {_scanned(facts)}; read through {through}", evidence=ev)
+            f"debug memory access refused: the {port} answers, {refused} (CSW {csw.get('raw')}, DeviceEn "
+            f"{int(bool(csw.get('device_enabled')))}; evidence {TRANSCRIPT_NAME}); {_scanned(facts)}; read "
+            f"through {through}{_bridge_note(facts.get('bridge'))}", evidence=ev)
     return CheckResult.error(
         f"the memory read at {where} ended with ACK {memory['ack']} after {memory['count']} transfer(s)"
         f"{' and an SWD protocol error' if memory['protocol_error'] else ''}: neither data nor a FAULT, undecided",

@@ -190,21 +190,26 @@ def _devlist(path: str) -> bytes:
 # --- OP_REQ_DEVLIST / OP_REQ_IMPORT ---
 
 
-def test_devlist_announces_the_one_exported_device(servers):
+def test_devlist_announces_the_board_and_the_labs_debug_probe(servers):
     data = _devlist(servers("clean"))
-    assert data[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 1)
+    assert data[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 2)
     path, busid, busnum, devnum, speed, vid, pid, bcd, cls, sub, proto, config, nconfigs, ninterfaces = \
         struct.unpack_from(">256s32sIIIHHHBBBBBB", data, 12)
     assert path.rstrip(b"\0") == b"/sys/devices/platform/sim-usb/usb1/1-1" and busid.rstrip(b"\0") == b"1-1"
     assert (busnum, devnum, speed, vid, pid, bcd) == (1, 2, 3, 0x0955, 0xCF10, 0x0100)
     assert (cls, sub, proto, config, nconfigs, ninterfaces) == (0, 0, 0, 1, 1, 2)
-    assert data[12 + 312:] == bytes.fromhex("ff010100" "ff000000")  # then the server hangs up
+    assert data[12 + 312:12 + 320] == bytes.fromhex("ff010100" "ff000000")
+    probe = 12 + 320  # the lab's own CMSIS-DAP probe (DAPLink's VID:PID), one vendor interface
+    path, busid, busnum, devnum, speed, vid, pid = struct.unpack_from(">256s32sIIIHH", data, probe)
+    assert path.rstrip(b"\0") == b"/sys/devices/platform/sim-usb/usb1/1-2" and busid.rstrip(b"\0") == b"1-2"
+    assert (busnum, devnum, speed, vid, pid) == (1, 3, 3, 0x0D28, 0x0204)
+    assert data[probe + 312:] == bytes.fromhex("ff000000")  # then the server hangs up
 
 
 def test_devlist_of_hidden_netif_names_the_network_interfaces(servers):
     data = _devlist(servers("hidden-netif"))
     assert data[12 + 311] == 4
-    assert data[12 + 312:] == bytes.fromhex("ff010100" "ff000000" "02060000" "0a000000")
+    assert data[12 + 312:12 + 328] == bytes.fromhex("ff010100" "ff000000" "02060000" "0a000000")
 
 
 def test_import_answers_the_device_and_refuses_a_second_importer(servers):
@@ -635,9 +640,12 @@ def test_simulator_announces_usb_and_stops_on_sigterm(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
             time.sleep(0.02)
         socket_path = (workdir / "usb" / "usbip.sock").resolve()
+        usbip = f"unix:{socket_path}"
         assert json.loads(ready.read_text())["interfaces"]["usb"] == {
-            "vid": 0x0955, "pid": 0xCF10, "serial": "1752624021081", "usbip": f"unix:{socket_path}", "busid": "1-1"}
-        assert _devlist(str(socket_path))[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 1)
+            "vid": 0x0955, "pid": 0xCF10, "serial": "1752624021081", "usbip": usbip, "busid": "1-1",
+            "debug_probe": {"vid": 0x0D28, "pid": 0x0204, "serial": sim_usb.LAB_PROBE["serial"], "usbip": usbip,
+                            "busid": "1-2"}}
+        assert _devlist(str(socket_path))[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert not socket_path.exists()
@@ -654,3 +662,33 @@ def test_probe_firmware_answers_any_command_bytes(commands, locked):
     for request in [bytes([0x02, 1]), LINE_RESET[:], SWITCH, LINE_RESET, IDLE] + commands:
         answer = firmware.command(request)
         assert answer[:1] == request[:1] or answer == b"\xff"
+
+
+# --- the lab's own debug probe (busid 1-2) beside the board's bridge, one SWD target behind both ---
+
+
+def test_the_board_and_the_labs_probe_import_independently_and_share_one_swd_target(servers):
+    path = servers("lying-debug-bridge")
+    board, probe = Client(path, busid=b"1-1"), Client(path, busid=b"1-2")
+    assert (board.status, probe.status) == (0, 0)  # each device is imported on its own
+    assert probe.device[256:256 + 3] == b"1-2" and struct.unpack_from(">IIIHH", probe.device, 288) == \
+        (1, 3, 3, 0x0D28, 0x0204)
+    again = Client(path, busid=b"1-2")
+    assert again.status == 1 and _closed_by_server(again.sock)  # busy per device
+    status, device = probe.descriptor(1)
+    assert status == 0 and struct.unpack_from("<HH", device, 8) == (0x0D28, 0x0204)
+    assert probe.control_in(0xC1, 0x5A, 0, 0, 64)[0] == -32  # no security-state request: the lab's probe
+    assert probe.dap(b"\x00\x02") == b"\x00\x1e" + b"DAPLink CMSIS-DAP (simulated)\x00"
+    for client in (board, probe):
+        _swd_up(client)
+    h1 = hashlib.sha256(b"attestlab-sim-boot-rom").digest()
+    # The board's bridge: CSW DeviceEn 0 and DRW FAULT, as a locked port answers ...
+    assert board.dap(_transfer((0x01, 0x23000012), (0x03, None))) == b"\x05\x02\x01" + _words(0x23000012)
+    assert board.dap(_transfer((0x05, 0), (0x0F, None))) == b"\x05\x01\x04"
+    assert board.dap(b"\x08\x00" + _words(0x04)) == b"\x08\x00"  # STKERRCLR
+    # ... while the lab's probe, on the same target, reads the boot ROM.
+    assert probe.dap(_transfer((0x01, 0x23000012), (0x03, None))) == b"\x05\x02\x01" + _words(0x23000052)
+    assert probe.dap(_transfer((0x05, 0), (0x0F, None))) == b"\x05\x02\x01" + _words(struct.unpack_from("<I", h1)[0])
+    board.close()
+    probe.close()
+    assert servers.errors("lying-debug-bridge") == []

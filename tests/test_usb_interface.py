@@ -45,7 +45,7 @@ def start_sim(name: str, workdir: Path):
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     settings_, stop = start_sim("clean", tmp_path_factory.mktemp("usb-clean"))
-    port = open_usb(settings_)
+    port = open_usb({k: v for k, v in settings_.items() if k != "debug_probe"})  # the board's own device
     try:
         yield settings_, port
     finally:
@@ -196,7 +196,7 @@ def test_transfers_pcapng_decodes_in_tshark_failed_transfers_included(clean, tmp
 
 def test_malformed_configuration_makes_the_device_unusable_with_the_parsers_reason(tmp_path):
     settings_, stop = start_sim("usb-bad-descriptor", tmp_path)
-    port = open_usb(settings_)
+    port = open_usb({k: v for k, v in settings_.items() if k != "debug_probe"})  # the board's own device
     try:
         device = port.device()
         raw = device.read_descriptors()  # raw evidence still comes back whole
@@ -393,7 +393,7 @@ def fake(tmp_path):
 
 
 def _vendor_read(settings_: dict, timeout_ms: int | None = None):
-    port = open_usb(settings_)
+    port = open_usb({k: v for k, v in settings_.items() if k != "debug_probe"})  # the board's own device
     device = port.device()
     return port, device, lambda: device.control_in(*SECURITY_STATE, timeout_ms=timeout_ms)
 

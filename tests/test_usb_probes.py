@@ -262,22 +262,38 @@ def test_a_reference_or_observation_that_cannot_be_judged_is_error(observation, 
 TRANSCRIPT = (security_state.EvidenceRef(debug_port.TRANSCRIPT_NAME, "2" * 64, 100, "application/json"),)
 
 
-def swd(values=(), ack="FAULT", target=None, protocol_error=False, count=0) -> Observation:
+def swd(values=(), ack="FAULT", target=None, protocol_error=False, count=0, independent=True) -> Observation:
     target = target or {"address": 0, "words": 4, "ap": 0}
     data = b"".join(v.to_bytes(4, "little") for v in values)
     memory = {"address": target["address"], "words": target["words"], "ack": ack, "count": count,
               "protocol_error": protocol_error, "values": [f"{v:#010x}" for v in values], "bytes": data.hex(),
               "refused": not values and ack == "FAULT" and not protocol_error}
     facts = {"target": target, "idcode": {"raw": "0x2ba01477"}, "csw": {"raw": "0x03000040", "device_enabled": False},
-             "memory": memory}
+             "memory": memory, "independent_probe": independent}
     return Observation("debug_port", facts, TRANSCRIPT)
 
 
 def test_a_read_refused_with_fault_passes():
+    assert DEBUG["independent_probe"] == "required"
     result = debug_port.memory_access_refused(swd(), DEBUG)
     assert result.verdict is Verdict.PASS and "DP IDCODE 0x2ba01477 answers" in result.reasons[0]
     assert "answered ACK FAULT with no data" in result.reasons[0] and result.evidence == TRANSCRIPT
-    assert "the board's own CMSIS-DAP interface" in result.reasons[0]  # said, whenever no independent probe read it
+    assert "read through an independent CMSIS-DAP probe (usb.debug_probe)" in result.reasons[0]
+    # A reference that does not require the lab's probe: the board's own bridge may decide, and says so.
+    optional = {**DEBUG, "independent_probe": "optional"}
+    result = debug_port.memory_access_refused(swd(independent=False), optional)
+    assert result.verdict is Verdict.PASS and "the board's own CMSIS-DAP interface" in result.reasons[0]
+
+
+def test_a_refusal_through_the_boards_own_bridge_is_error_where_the_reference_requires_the_labs_probe():
+    result = debug_port.memory_access_refused(swd(independent=False), DEBUG)
+    assert result.verdict is Verdict.ERROR, result.reasons
+    assert "answered ACK FAULT with no data, but no independent probe read it: a refusal through the board's own " \
+           "firmware is its claim, not a measurement: name the lab's probe as interfaces.usb.debug_probe" \
+           in result.reasons[0]
+    # a read that returns data is a finding whichever probe read it
+    opened = swd(values=(1,), ack="OK", count=1, independent=False)
+    assert debug_port.memory_access_refused(opened, DEBUG).verdict is Verdict.FAIL
 
 
 def test_a_read_that_returns_data_fails_showing_address_and_bytes():
@@ -296,7 +312,8 @@ def test_a_read_that_returns_data_fails_showing_address_and_bytes():
     (swd(target={"address": 0x1000, "words": 4, "ap": 0}), DEBUG, "the read was tried at"),
     (Observation("debug_port", {"target": {}}, TRANSCRIPT), DEBUG, "no memory read to judge"),
     (swd(), {**DEBUG, "address": 2}, "must be a word-aligned 32-bit address"),
-    (swd(), None, "reference usb.debug_port must be {address, words, ap}"),
+    (swd(), None, "reference usb.debug_port must be {address, words, ap[, independent_probe]}"),
+    (swd(), {**DEBUG, "independent_probe": "yes"}, "independent_probe must be one of required, optional"),
 ])
 def test_a_memory_read_neither_refused_nor_answered_is_error(observation, expected, reason):
     result = debug_port.memory_access_refused(observation, expected)
@@ -372,7 +389,9 @@ def test_the_clean_board_passes_every_usb_check_through_pyusb(sim):
     result = debug_port.memory_access_refused(swd_observation, DEBUG)
     assert result.verdict is Verdict.PASS, result.reasons
     assert swd_observation.facts["idcode"]["raw"] == "0x2ba01477" and swd_observation.facts["ap_idr"]["type"] == "AHB-AP"
-    assert swd_observation.facts["csw"]["device_enabled"] is False and swd_observation.facts["independent_probe"] is False
+    assert swd_observation.facts["csw"]["device_enabled"] is False and swd_observation.facts["independent_probe"] is True
+    assert swd_observation.facts["probe_device"]["vid"] == 0x0D28  # the lab's probe the simulator announces
+    assert swd_observation.facts["bridge"]["memory"]["refused"] is True  # the board's own bridge agrees
     transcript = json.loads(evidence.get(swd_observation.evidence[0].sha256))
     assert transcript[0]["step"] == "DAP_Info vendor" and any(e["step"].startswith("read 4 word(s)") for e in transcript)
 

@@ -81,6 +81,80 @@ def test_the_clean_board_scans_every_access_port_and_still_passes(sim):
     assert result.verdict is Verdict.PASS, result.reasons
     assert [ap["ap"] for ap in observation.facts["access_ports"]] == [0]
     assert "1 MEM-AP(s) of 256 access port numbers" in result.reasons[0]
+    assert result.reasons[0].endswith("read through an independent CMSIS-DAP probe (usb.debug_probe); the board's own "
+                                      "CMSIS-DAP bridge answered the same (evidence usb/cmsis-dap-bridge.json)")
+
+
+# --- L1-DEBUG-LOCKED: a board whose own debug bridge lies (the lab's probe is another USB device) ---
+
+
+@pytest.fixture(scope="module")
+def lying_bridge(tmp_path_factory):
+    """judge(settings_change) -> (observation, result): debug_port on the lying-debug-bridge board, through
+    a `usb` interface opened on the simulator's announced settings changed by `settings_change`."""
+    from fixtures.sim import usb as sim_usb
+    from fixtures.sim.__main__ import load_profile
+    from harness.interfaces import opener
+    announced, stop = sim_usb.start(load_profile("lying-debug-bridge"), tmp_path_factory.mktemp("lying"))
+
+    class Board:
+        reference = REFERENCE
+
+        def __init__(self, settings):
+            self.port = opener("usb")(settings)
+
+        def interface(self, kind):
+            return self.port
+
+    def judge(change):
+        board = Board(change(dict(announced)))
+        try:
+            observation = debug_port.collect(board, {}, EvidenceStore())
+        finally:
+            board.port.close()  # USB/IP imports are exclusive: the next port imports afresh
+        return observation, debug_port.memory_access_refused(observation, REFERENCE.lookup("usb.debug_port"))
+    yield judge
+    stop()
+
+
+def test_a_debug_bridge_that_lies_fails_through_the_labs_probe(lying_bridge):
+    # Before: the board's own CMSIS-DAP bridge answered FAULT for its open port and the check PASSed.
+    observation, result = lying_bridge(lambda settings: settings)
+    assert result.verdict is Verdict.FAIL, result.reasons
+    assert observation.facts["independent_probe"] is True and observation.facts["probe_device"]["vid"] == 0x0D28
+    assert "debug memory access is open: 4 of 4 word(s) read at AP 0, address 0x00000000" in result.reasons[0]
+    assert any(r.startswith("the board's debug bridge lies: through the board's own CMSIS-DAP interface every read "
+                            "was answered ACK FAULT (CSW 0x23000012, DeviceEn 0)") for r in result.reasons), result.reasons
+    assert {debug_port.TRANSCRIPT_NAME, debug_port.BRIDGE_TRANSCRIPT_NAME} <= {ref.name for ref in observation.evidence}
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda settings: {k: v for k, v in settings.items() if k != "debug_probe"},
+     "no interfaces.usb.debug_probe: the read went through the board's own device"),
+    (lambda settings: {**settings, "debug_probe": {k: settings[k] for k in ("vid", "pid", "serial", "usbip", "busid")}},
+     "interfaces.usb.debug_probe names the board's own device (0955:cf10 serial '1752624021081')"),
+])
+def test_the_lying_bridge_without_the_labs_probe_is_error_never_pass(lying_bridge, change, why):
+    observation, result = lying_bridge(change)
+    assert result.verdict is Verdict.ERROR, result.reasons
+    assert why in result.reasons[0] and debug_port.CLAIM_NOT_MEASUREMENT in result.reasons[0]
+    assert observation.facts["independent_probe"] is False and observation.facts["csw"]["device_enabled"] is False
+
+
+def test_a_probe_found_at_the_boards_own_bus_address_is_not_independent():
+    # A second handle on the board's device (libusb on a bench, another VID:PID string read off it)
+    # is still the board's firmware answering.
+    from types import SimpleNamespace
+    from harness.interfaces.usb import UsbSettings
+    settings = UsbSettings.parse({"vid": 0x0955, "pid": 0xCF10, "serial": "1",
+                                  "debug_probe": {"vid": 0x0D28, "pid": 0x0204, "serial": "2"}})
+    board = SimpleNamespace(location={"vid": 0x0955, "pid": 0xCF10, "serial": "1", "backend": "libusb1", "bus": 3,
+                                      "address": 7})
+    same_place = SimpleNamespace(location={**board.location, "vid": 0x0D28, "pid": 0x0204, "serial": "2"})
+    elsewhere = SimpleNamespace(location={**same_place.location, "address": 8})
+    port = SimpleNamespace(settings=settings)
+    assert "found the board's own device (bus 3 address 7" in debug_port.independence(port, same_place, board)
+    assert debug_port.independence(port, elsewhere, board) is None
 
 
 # --- the decoder of what the device is at full speed ---

@@ -10,7 +10,8 @@ Board config `interfaces.usb`::
       usbip: "unix:/path/usbip.sock" | "tcp:HOST:PORT"   # optional: a USB/IP server, not the local bus
       busid: "1-1"             # optional with usbip: the exported device (default: by vid/pid)
       timeout_ms: 1000         # optional: per transfer
-      debug_probe: {vid, pid, serial, path, usbip, busid}   # optional: the CMSIS-DAP probe's own device
+      debug_probe: {vid, pid, serial, path, usbip, busid}   # optional: the lab's own CMSIS-DAP probe
+                               # (one naming the board's VID:PID and serial is the board's device)
 
 Every transfer goes through pyusb's `usb.core.Device` (ctrl_transfer / read / write). The backend
 is pyusb's libusb 1.0 on a bench, or `UsbipBackend` (harness/interfaces/usbip_backend.py) when
@@ -553,9 +554,14 @@ class UsbPort:
         return self._found("device", self.settings)
 
     def debug_probe(self) -> UsbDevice:
-        if self.settings.debug_probe is None:
+        """settings.debug_probe's device, else the board's. A debug_probe that names the board's own
+        device (its VID:PID and serial) IS the board's device: the same object, never a second handle
+        that could pass for an independent probe (probes/debug_port.py judges by that)."""
+        probe = self.settings.debug_probe
+        if probe is None or (probe.vid, probe.pid, probe.serial) == (self.settings.vid, self.settings.pid,
+                                                                     self.settings.serial):
             return self.device()
-        return self._found("debug_probe", self.settings.debug_probe)
+        return self._found("debug_probe", probe)
 
     def close(self) -> None:
         with self._lock:
