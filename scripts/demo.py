@@ -1,9 +1,12 @@
 """The demo: every simulated board of the zoo through the standard plan, signed and verified.
 
 Uses the `attestlab` command exactly as a lab engineer would: it makes a demo key pair (under
-results/demo/, never committed), runs `attestlab run` per board, verifies each signed result
-with `attestlab verify`, and prints the matrix of verdicts by requirement against the
-expected one (fixtures/boards/matrix.yaml). Exit status 0 when every board came out as expected.
+results/demo/, never committed), runs `attestlab run` per board with `--archive` (six appenders
+at once into one archive), verifies each signed result with `attestlab verify`, and prints the
+matrix of verdicts by requirement against the expected one (fixtures/boards/matrix.yaml). Then
+it verifies the whole archive (`attestlab archive verify`), exports the clean board's entry as an
+auditor's bundle and checks that bundle alone (`attestlab verify --proof`). Exit status 0 when
+every board came out as expected and the archive and the bundle verify.
 
 Each board is printed as it finishes (board, verdict, seconds), so the few minutes are never
 silent; on a terminal a status line also says which boards are running.
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "test_plans" / "level1.yaml"
 BOARDS = ROOT / "fixtures" / "boards"
 OUT = ROOT / "results" / "demo"
+ARCHIVE = OUT / "archive"  # append-only: every demo run adds its results
 ATTESTLAB = [sys.executable, "-m", "harness.cli"]
 REFERENCE = ROOT / "fixtures" / "references" / "nvidia-h100-sxm5-80gb.dsse.json"
 # The fixture profiles are signed with a TEST key; only this trust file (tests and demo only)
@@ -68,7 +74,8 @@ class Batch:
         started = time.monotonic()
         try:
             run = subprocess.run([*ATTESTLAB, "run", "--plan", str(PLAN), "--board", str(BOARDS / f"{board}.yaml"),
-                                  "--key", str(key.with_suffix(".key")), "--out", str(OUT), "--trust", str(TRUST), "-q"],
+                                  "--key", str(key.with_suffix(".key")), "--out", str(OUT), "--trust", str(TRUST),
+                                  "--archive", str(ARCHIVE), "-q"],
                                  capture_output=True, text=True)
         finally:
             with self._lock:
@@ -100,6 +107,36 @@ def run_all(jobs: list[tuple[str, dict]], key: Path) -> list[tuple[subprocess.Co
         if stream is not None:
             stream.close()
     return [finished[board] for board, _ in jobs]
+
+
+def check_archive(rows: list, runs: list, key: Path) -> bool:
+    """The archive every run appended to verifies whole; the clean board's entry, exported as an
+    auditor's bundle, verifies with nothing but the bundle and the lab's public key."""
+    pub = str(key.with_suffix(".pub"))
+    entries = {board: re.search(r"archived as entry (\d+) ", run.stdout + run.stderr)
+               for (board, *_), (run, _) in zip(rows, runs)}
+    missing = sorted(board for board, found in entries.items() if found is None)
+    print(f"\n=== archive {ARCHIVE.relative_to(ROOT)}: {len(entries) - len(missing)} of {len(entries)} results "
+          f"appended{'; NOT archived: ' + ', '.join(missing) if missing else ''}")
+    verify = subprocess.run([*ATTESTLAB, "archive", "verify", str(ARCHIVE), "--pubkey", pub], capture_output=True, text=True)
+    print(f"$ attestlab archive verify {ARCHIVE.relative_to(ROOT)} --pubkey {Path(pub).relative_to(ROOT)}\n"
+          f"{(verify.stdout + verify.stderr).strip()}")
+    clean = entries.get("sim-clean")
+    if clean is None:
+        return False
+    bundle = OUT / "bundles" / f"entry-{clean.group(1)}"
+    shutil.rmtree(bundle, ignore_errors=True)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    export = subprocess.run([*ATTESTLAB, "archive", "export", str(ARCHIVE), clean.group(1), "--pubkey", pub,
+                             "--out", str(bundle)], capture_output=True, text=True)
+    print(f"$ attestlab archive export {ARCHIVE.relative_to(ROOT)} {clean.group(1)} --out {bundle.relative_to(ROOT)}\n"
+          f"{(export.stdout + export.stderr).strip()}")
+    audit = subprocess.run([*ATTESTLAB, "verify", str(bundle / "result.dsse.json"), "--pubkey", pub,
+                            "--proof", str(bundle / "proof.json")], capture_output=True, text=True)
+    said = [line for line in (audit.stdout + audit.stderr).splitlines() if "archived:" in line or "verified" in line]
+    print(f"$ attestlab verify {bundle.relative_to(ROOT)}/result.dsse.json --proof {bundle.relative_to(ROOT)}/proof.json\n"
+          + "\n".join(said[:3]))
+    return not missing and verify.returncode == 0 and export.returncode == 0 and audit.returncode == 0
 
 
 def main() -> int:
@@ -144,6 +181,7 @@ def main() -> int:
     for board, got, _, as_expected in rows:
         cells = "  ".join(f"{got.get(req, '-'):<{len(req)}}" for req in requirements)
         print(f"  {board:<{width}}  {cells}  {'yes' if as_expected else 'NO'}")
+    ok &= check_archive(rows, runs, key)
     print(f"\nsigned results under {OUT.relative_to(ROOT)}/; verify one with:\n"
           f"  .venv/bin/attestlab verify {OUT.relative_to(ROOT)}/<run>/result.dsse.json --pubkey {key.relative_to(ROOT)}.pub "
           f"{' '.join(FROM_EXACTLY)}")
