@@ -134,7 +134,8 @@ def check_archive(rows: list, runs: list, key: Path) -> bool:
     audit = subprocess.run([*ATTESTLAB, "verify", str(bundle / "result.dsse.json"), "--pubkey", pub,
                             "--proof", str(bundle / "proof.json")], capture_output=True, text=True)
     said = [line for line in (audit.stdout + audit.stderr).splitlines() if "archived:" in line or "verified" in line]
-    print(f"$ attestlab verify {bundle.relative_to(ROOT)}/result.dsse.json --proof {bundle.relative_to(ROOT)}/proof.json\n"
+    print(f"$ attestlab verify {bundle.relative_to(ROOT)}/result.dsse.json --pubkey {Path(pub).relative_to(ROOT)} "
+          f"--proof {bundle.relative_to(ROOT)}/proof.json\n"
           + "\n".join(said[:3]))
     return not missing and verify.returncode == 0 and export.returncode == 0 and audit.returncode == 0
 
