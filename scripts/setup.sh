@@ -14,7 +14,7 @@ command -v busybox >/dev/null 2>&1 || need+=(busybox)   # BusyBox's hexdump -C a
 command -v ser2net >/dev/null 2>&1 || [ -x /usr/sbin/ser2net ] || need+=(ser2net)  # console server for the serial transport tests
 command -v ip     >/dev/null 2>&1 || need+=(iproute2)   # network namespaces and veth pairs
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)  # throwaway clusters: the shared-archive tests
-ls /usr/lib/*/libusb-1.0.so.0 /lib/*/libusb-1.0.so.0 >/dev/null 2>&1 || need+=(libusb-1.0-0)  # pyusb's backend on a bench
+{ ls /usr/lib/*/libusb-1.0.so.0 || ls /lib/*/libusb-1.0.so.0; } >/dev/null 2>&1 || need+=(libusb-1.0-0)  # pyusb's backend on a bench
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
