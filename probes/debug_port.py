@@ -56,6 +56,8 @@ The read is real: on an unlocked board it reads `words` words of memory at `addr
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from typing import Any, Sequence
 
 from harness.evidence import EvidenceStore
@@ -274,7 +276,45 @@ def _try_read(session: _Session, ap: int, address: int, words: int) -> tuple[dic
               and not result.protocol_error}
     if memory["refused"]:  # leave the port as a debugger would find it: sticky flags cleared (the next AP too)
         session.transfer_ok(f"ABORT (clear AP {ap}'s FAULT)", [_write(False, dap.DP_ABORT, dap.ABORT_CLEAR_ERRORS)])
+        # A lock is the port's, not one address's: a target that refuses only the window it expects
+        # a harness to read, or only its first access, is open. One word at each further address.
+        memory["further"] = [_read_word(session, ap, word_csw, at) for at in further_addresses(address)]
     return csw_facts, memory
+
+
+# The eight 512 MiB regions of the ARMv6/v7/v8-M memory map (code, SRAM, peripheral, RAM x2, device x2,
+# system): an open port reads in at least one of them.
+REGION_BASES = tuple(range(0, 1 << 32, 0x2000_0000))
+
+
+def further_addresses(address: int) -> list[int]:
+    """Where a refusal at `address` is tried again, one word each: the same address (a lock that
+    held once), the next 4 KiB page, a word within 64 KiB that no board can know in advance, and
+    each region base of the Arm memory map."""
+    found = [address]
+    for at in [(address + 0x1000) % (1 << 32), (address + 4 * (4 + secrets.randbelow(0x4000 - 4))) % (1 << 32),
+               *REGION_BASES]:
+        if at not in found:
+            found.append(at)
+    return found
+
+
+def _read_word(session: _Session, ap: int, csw: int, address: int) -> dict[str, Any]:
+    """One word of DRW through AP `ap` at `address` (SELECT, CSW, TAR, DRW in one DAP_Transfer)."""
+    requests = [_write(False, dap.DP_SELECT, dap.dp_select(ap, dap.AP_CSW)), _write(True, dap.AP_CSW, csw),
+                _write(True, dap.AP_TAR, address), _read(True, dap.AP_DRW)]
+    result = session.transfer(f"read 1 word of AP {ap} DRW at {address:#010x}", requests)
+    values = list(result.values)
+    read = {"ap": ap, "address": address, "words": 1, "ack": dap.ack_name(result.ack), "count": result.count,
+            "protocol_error": result.protocol_error, "values": [f"{v:#010x}" for v in values],
+            "bytes": b"".join(v.to_bytes(4, "little") for v in values).hex(),
+            "refused": not values and result.count == 3 and result.ack == dap.ACK_FAULT and not result.protocol_error}
+    if not read["refused"] and not values:
+        read["never_tried"] = result.count < 3
+    if result.ack == dap.ACK_FAULT:
+        session.transfer_ok(f"ABORT (clear AP {ap}'s FAULT at {address:#010x})",
+                            [_write(False, dap.DP_ABORT, dap.ABORT_CLEAR_ERRORS)])
+    return read
 
 
 def _board_device(port: Any) -> Any:
@@ -292,6 +332,15 @@ def _place(location: dict[str, Any]) -> tuple[Any, ...]:
     return location.get("backend"), location.get("bus"), location.get("address")
 
 
+def _server(address: str | None) -> Any:
+    """A USB/IP server address as one place: a Unix socket by its real path, TCP by host and port."""
+    if address is None:
+        return None
+    from harness.interfaces.usbip_backend import parse_server_address
+    scheme, where = parse_server_address(address)
+    return (scheme, os.path.realpath(where)) if scheme == "unix" else (scheme, where[0].lower(), where[1])
+
+
 def independence(port: Any, probe: Any, board_device: Any) -> str | None:
     """Why `probe` is not a device of the lab's own beside the board's, or None when it is: a
     refusal through the board's own device is its firmware's answer, not a measurement."""
@@ -303,6 +352,11 @@ def independence(port: Any, probe: Any, board_device: Any) -> str | None:
     if probe is board_device or _identity(location) == wanted:
         return (f"interfaces.usb.debug_probe names the board's own device ({location.get('vid'):04x}:"
                 f"{location.get('pid'):04x} serial {location.get('serial')!r})")
+    server = _server(settings.usbip)
+    if server is not None and server == _server(settings.debug_probe.usbip):
+        return (f"interfaces.usb.debug_probe is reached through the board's own USB/IP server ({settings.usbip}): "
+                f"whoever serves the board's device serves the probe's answers too (a device there with the lab "
+                f"probe's VID:PID and serial is what that server says it is)")
     if board_device is not None and (_identity(board_device.location) == _identity(location)
                                      or _place(board_device.location) == _place(location)):
         return (f"interfaces.usb.debug_probe found the board's own device (bus {location.get('bus')} address "
@@ -379,8 +433,9 @@ def _scanned(facts: dict[str, Any]) -> str:
     if not isinstance(ports, list):
         return "no other access port was looked for"
     mem = 1 + len(facts.get("other_aps") or [])
+    tried = len((facts.get("memory") or {}).get("further") or [])
     return (f"{mem} MEM-AP(s) of {AP_COUNT} access port numbers scanned ({len(ports)} present), "
-            f"every one refused the read")
+            f"every one refused the read, at the reference's address and {tried} further one(s)")
 
 
 CLAIM_NOT_MEASUREMENT = ("a refusal through the board's own firmware is its claim, not a measurement: name the "
@@ -391,7 +446,12 @@ def _memories(facts: Any) -> list[dict[str, Any]]:
     """Every memory read of a conversation: the reference's AP's, then each other MEM-AP's."""
     if not isinstance(facts, dict) or not isinstance(facts.get("memory"), dict):
         return []
-    return [facts["memory"], *(other["memory"] for other in facts.get("other_aps") or [])]
+    return _with_further([facts["memory"], *(other["memory"] for other in facts.get("other_aps") or [])])
+
+
+def _with_further(memories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each read and the one-word reads at further addresses that followed its refusal."""
+    return [read for m in memories for read in (m, *(m.get("further") or []))]
 
 
 def _open(m: dict[str, Any], ap: int, port: str, through: str) -> str:
@@ -424,8 +484,8 @@ def memory_access_refused(observation: Observation, expected: Any) -> CheckResul
     if target != {k: expected[k] for k in ("address", "words", "ap")}:
         return CheckResult.error(f"the read was tried at {target!r}, the reference says {expected!r}", evidence=ev)
     port = f"DP IDCODE {idcode['raw']}"
-    others = [other["memory"] for other in facts.get("other_aps") or []]
-    opened = [m for m in (memory, *others) if m["values"]]
+    others = _with_further([other["memory"] for other in facts.get("other_aps") or []])
+    opened = [m for m in _with_further([memory]) + others if m["values"]]
     bridge = _memories(facts.get("bridge"))
     bridge_opened = [m for m in bridge if m.get("values")]
     if opened or bridge_opened:
@@ -441,11 +501,15 @@ def memory_access_refused(observation: Observation, expected: Any) -> CheckResul
                 f"port answers, while the lab's probe read the same SWD port; evidence {BRIDGE_TRANSCRIPT_NAME}")
         return CheckResult.failed(*reasons, evidence=ev)
     where = f"AP {target['ap']}, address {memory['address']:#010x}"
-    undecided = [m for m in others if not (m["refused"] and m["ack"] == dap.ack_name(dap.ACK_FAULT))]
+    further = [m for m in _with_further([memory]) if m is not memory]
+    if memory["refused"] and not further:
+        return CheckResult.error(f"the read at {where} was refused, but no further address was tried: a lock "
+                                 f"of one address is not the port's", evidence=ev)
+    undecided = [m for m in others + further if not (m["refused"] and m["ack"] == dap.ack_name(dap.ACK_FAULT))]
     if undecided:
         return CheckResult.error(*(
-            f"the memory read through AP {m['ap']} (another MEM-AP) ended with ACK {m['ack']} after {m['count']} "
-            f"transfer(s): neither data nor a FAULT, undecided" for m in undecided), evidence=ev)
+            f"the memory read through AP {m['ap']} at {m['address']:#010x} ended with ACK {m['ack']} after "
+            f"{m['count']} transfer(s): neither data nor a FAULT, undecided" for m in undecided), evidence=ev)
     if memory["refused"] and memory["ack"] == dap.ack_name(dap.ACK_FAULT):
         independent = facts.get("independent_probe") is True
         refused = f"the read at {where} was answered ACK FAULT with no data"

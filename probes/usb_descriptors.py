@@ -58,7 +58,7 @@ from harness.formats.usb_descriptors import (ConfigurationDescriptor, Descriptor
                                              interface_class_name, is_network_function, parse_bos,
                                              parse_configuration, parse_device_descriptor,
                                              parse_device_qualifier, parse_langids, parse_string,
-                                             capability_name)
+                                             capability_name, platform_uuid, PLATFORM, PLATFORM_NAMES)
 from harness.verdict import CheckResult, EvidenceRef, Observation, ProbeError
 from probes.security_state import keep_transfers
 
@@ -233,8 +233,7 @@ def _decode(raw: Any) -> tuple[dict[str, Any], list[ConfigurationDescriptor]]:
         },
         "langids": [f"{langid:#06x}" for langid in langids],
         "configurations": [_configuration_facts(c, strings) for c in configs],
-        "bos": None if bos is None else [{"type": kind, "name": capability_name(kind), "bytes": data.hex()}
-                                         for kind, data in bos.capabilities],
+        "bos": None if bos is None else [_capability_facts(kind, data) for kind, data in bos.capabilities],
         "qualifier": None if qualifier is None else {"bcdUSB": qualifier.bcdUSB,
                                                      "max_packet_size0": qualifier.bMaxPacketSize0,
                                                      "configurations": qualifier.bNumConfigurations},
@@ -243,7 +242,27 @@ def _decode(raw: Any) -> tuple[dict[str, Any], list[ConfigurationDescriptor]]:
     return facts, configs
 
 
+def _capability_facts(kind: int, data: bytes) -> dict[str, Any]:
+    facts: dict[str, Any] = {"type": kind, "name": capability_name(kind), "bytes": data.hex()}
+    if kind == PLATFORM:
+        facts["uuid"] = platform_uuid(data)
+        facts["platform"] = PLATFORM_NAMES.get(facts["uuid"], "an unknown platform")
+    return facts
+
+
 # --- the check ---
+
+
+def _platform_findings(bos: Any, expected: dict[str, Any]) -> list[str]:
+    """Each BOS platform capability the reference does not declare (`usb.platform_capabilities`, a list
+    of UUIDs; none when absent): a host acts on one with no interface to show for it (Windows binds
+    the drivers a Microsoft OS 2.0 descriptor set names, RNDIS network included)."""
+    declared = expected.get("platform_capabilities", [])
+    if not isinstance(declared, list) or not all(isinstance(u, str) for u in declared):
+        return [f"reference usb.platform_capabilities must list UUIDs, got {declared!r}"]
+    return [f"BOS platform capability {c['uuid']} ({c['platform']}) is not declared: a host acts on it by itself "
+            f"(usb/bos.bin)" for c in bos or () if c.get("type") == PLATFORM and c["uuid"] not in
+            {u.lower() for u in declared}]
 
 
 def _is_byte(value: Any, top: int = 0xFF) -> bool:
@@ -376,6 +395,7 @@ def declared_functions(observation: Observation, expected: Any) -> CheckResult:
         findings += found
     if not configs:
         findings.append("the device has no configuration")
+    findings += _platform_findings(facts.get("bos"), expected)
     findings += [f"two descriptor sets: {d}" for d in facts["enumeration_disagreements"]]
     if findings:
         return CheckResult.failed(*findings, evidence=ev)

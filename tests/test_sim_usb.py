@@ -177,6 +177,10 @@ def _string(text: str) -> bytes:
     return bytes([len(encoded) + 2, 3]) + encoded
 
 
+def _probe_socket(path: str) -> str:
+    return str(Path(path).with_name(sim_usb.PROBE_SOCKET))
+
+
 def _devlist(path: str) -> bytes:
     sock = _connect(path)
     sock.sendall(struct.pack(">HHI", VERSION, 0x8005, 0))
@@ -192,14 +196,17 @@ def _devlist(path: str) -> bytes:
 
 def test_devlist_announces_the_board_and_the_labs_debug_probe(servers):
     data = _devlist(servers("clean"))
-    assert data[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 2)
+    assert data[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 1)  # the board's socket: the board alone
     path, busid, busnum, devnum, speed, vid, pid, bcd, cls, sub, proto, config, nconfigs, ninterfaces = \
         struct.unpack_from(">256s32sIIIHHHBBBBBB", data, 12)
     assert path.rstrip(b"\0") == b"/sys/devices/platform/sim-usb/usb1/1-1" and busid.rstrip(b"\0") == b"1-1"
     assert (busnum, devnum, speed, vid, pid, bcd) == (1, 2, 3, 0x0955, 0xCF10, 0x0100)
     assert (cls, sub, proto, config, nconfigs, ninterfaces) == (0, 0, 0, 1, 1, 2)
-    assert data[12 + 312:12 + 320] == bytes.fromhex("ff010100" "ff000000")
-    probe = 12 + 320  # the lab's own CMSIS-DAP probe (DAPLink's VID:PID), one vendor interface
+    assert data[12 + 312:] == bytes.fromhex("ff010100" "ff000000")  # then the server hangs up
+    # The lab's own CMSIS-DAP probe (DAPLink's VID:PID, one vendor interface), on a socket of its own
+    data = _devlist(_probe_socket(servers("clean")))
+    assert data[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 1)
+    probe = 12
     path, busid, busnum, devnum, speed, vid, pid = struct.unpack_from(">256s32sIIIHH", data, probe)
     assert path.rstrip(b"\0") == b"/sys/devices/platform/sim-usb/usb1/1-2" and busid.rstrip(b"\0") == b"1-2"
     assert (busnum, devnum, speed, vid, pid) == (1, 3, 3, 0x0D28, 0x0204)
@@ -643,9 +650,9 @@ def test_simulator_announces_usb_and_stops_on_sigterm(tmp_path):
         usbip = f"unix:{socket_path}"
         assert json.loads(ready.read_text())["interfaces"]["usb"] == {
             "vid": 0x0955, "pid": 0xCF10, "serial": "1752624021081", "usbip": usbip, "busid": "1-1",
-            "debug_probe": {"vid": 0x0D28, "pid": 0x0204, "serial": sim_usb.LAB_PROBE["serial"], "usbip": usbip,
-                            "busid": "1-2"}}
-        assert _devlist(str(socket_path))[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 2)
+            "debug_probe": {"vid": 0x0D28, "pid": 0x0204, "serial": sim_usb.LAB_PROBE["serial"],
+                            "usbip": f"unix:{_probe_socket(str(socket_path))}", "busid": "1-2"}}
+        assert _devlist(str(socket_path))[:12] == struct.pack(">HHII", VERSION, 0x0005, 0, 1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert not socket_path.exists()
@@ -669,11 +676,12 @@ def test_probe_firmware_answers_any_command_bytes(commands, locked):
 
 def test_the_board_and_the_labs_probe_import_independently_and_share_one_swd_target(servers):
     path = servers("lying-debug-bridge")
-    board, probe = Client(path, busid=b"1-1"), Client(path, busid=b"1-2")
+    board, probe = Client(path, busid=b"1-1"), Client(_probe_socket(path), busid=b"1-2")
     assert (board.status, probe.status) == (0, 0)  # each device is imported on its own
+    assert Client(path, busid=b"1-2").status == 1  # the board's server does not serve the lab's probe
     assert probe.device[256:256 + 3] == b"1-2" and struct.unpack_from(">IIIHH", probe.device, 288) == \
         (1, 3, 3, 0x0D28, 0x0204)
-    again = Client(path, busid=b"1-2")
+    again = Client(_probe_socket(path), busid=b"1-2")
     assert again.status == 1 and _closed_by_server(again.sock)  # busy per device
     status, device = probe.descriptor(1)
     assert status == 0 and struct.unpack_from("<HH", device, 8) == (0x0D28, 0x0204)

@@ -268,6 +268,10 @@ def swd(values=(), ack="FAULT", target=None, protocol_error=False, count=0, inde
     memory = {"address": target["address"], "words": target["words"], "ack": ack, "count": count,
               "protocol_error": protocol_error, "values": [f"{v:#010x}" for v in values], "bytes": data.hex(),
               "refused": not values and ack == "FAULT" and not protocol_error}
+    if memory["refused"]:  # a refusal is tried again elsewhere (probes/debug_port.further_addresses)
+        memory["further"] = [{"ap": target["ap"], "address": at, "words": 1, "ack": "FAULT", "count": 3,
+                              "protocol_error": False, "values": [], "bytes": "", "refused": True}
+                             for at in debug_port.further_addresses(target["address"])]
     facts = {"target": target, "idcode": {"raw": "0x2ba01477"}, "csw": {"raw": "0x03000040", "device_enabled": False},
              "memory": memory, "independent_probe": independent}
     return Observation("debug_port", facts, TRANSCRIPT)

@@ -88,14 +88,14 @@ def test_the_clean_board_scans_every_access_port_and_still_passes(sim):
 # --- L1-DEBUG-LOCKED: a board whose own debug bridge lies (the lab's probe is another USB device) ---
 
 
-@pytest.fixture(scope="module")
-def lying_bridge(tmp_path_factory):
-    """judge(settings_change) -> (observation, result): debug_port on the lying-debug-bridge board, through
-    a `usb` interface opened on the simulator's announced settings changed by `settings_change`."""
+def debug_port_judge(profile: str, workdir):
+    """(judge, stop) for a simulated board started on `profile`: judge(settings_change) -> (observation,
+    result) runs debug_port through a `usb` interface opened on the simulator's announced settings
+    changed by `settings_change`."""
     from fixtures.sim import usb as sim_usb
     from fixtures.sim.__main__ import load_profile
     from harness.interfaces import opener
-    announced, stop = sim_usb.start(load_profile("lying-debug-bridge"), tmp_path_factory.mktemp("lying"))
+    announced, stop = sim_usb.start(load_profile(profile), workdir)
 
     class Board:
         reference = REFERENCE
@@ -113,6 +113,12 @@ def lying_bridge(tmp_path_factory):
         finally:
             board.port.close()  # USB/IP imports are exclusive: the next port imports afresh
         return observation, debug_port.memory_access_refused(observation, REFERENCE.lookup("usb.debug_port"))
+    return judge, stop
+
+
+@pytest.fixture(scope="module")
+def lying_bridge(tmp_path_factory):
+    judge, stop = debug_port_judge("lying-debug-bridge", tmp_path_factory.mktemp("lying"))
     yield judge
     stop()
 

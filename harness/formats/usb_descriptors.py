@@ -33,13 +33,15 @@ advances by at least 2 bytes through at most 65535, so no walk can hang.
 from __future__ import annotations
 
 import struct
+import uuid
 import unicodedata
 from dataclasses import dataclass
 
 __all__ = [
     "BosDescriptor", "ConfigurationDescriptor", "DescriptorError", "DeviceDescriptor", "DeviceQualifier",
     "EndpointDescriptor",
-    "InterfaceAssociation", "InterfaceDescriptor", "NETWORK_FUNCTION_CLASSES", "capability_name",
+    "InterfaceAssociation", "InterfaceDescriptor", "NETWORK_FUNCTION_CLASSES", "PLATFORM_NAMES",
+    "capability_name", "platform_uuid",
     "interface_class_name", "is_network_function", "parse_bos", "parse_configuration",
     "parse_device_descriptor", "parse_device_qualifier", "parse_langids", "parse_string",
 ]
@@ -93,6 +95,23 @@ _CAPABILITY_SIZES = {USB2_EXTENSION: 7, 0x03: 10, 0x04: 20, 0x0B: 4}
 # Capabilities a device has at most once: a second one contradicts the first.
 SINGLE_CAPABILITIES = frozenset({USB2_EXTENSION, 0x03, 0x04, SUPERSPEED_PLUS})
 _PLATFORM_MIN_SIZE = 20  # 4 header bytes + a 16-byte UUID, then the platform's own data
+PLATFORM = 0x05
+# Platform capabilities a host acts on by itself: Windows asks a Microsoft OS 2.0 descriptor set
+# (which can give a vendor interface the compatible ID RNDIS: Windows' network driver binds);
+# Chrome offers a WebUSB device to web pages.
+PLATFORM_NAMES = {
+    "d8dd60df-4589-4cc7-9cd2-659d9e648a9f": "Microsoft OS 2.0 descriptors",
+    "3408b638-09a9-47a0-8bfd-a0768815b665": "WebUSB",
+}
+
+
+def platform_uuid(raw: bytes) -> str:
+    """The PlatformCapabilityUUID of a platform capability descriptor (bytes 4..19, a GUID as USB
+    stores it: its first three fields little-endian), as lower-case text."""
+    if len(raw) < _PLATFORM_MIN_SIZE or raw[2] != PLATFORM:
+        raise DescriptorError(f"platform capability: {len(raw)} bytes of type {raw[2] if len(raw) > 2 else None}, "
+                              f"not a platform capability with its UUID")
+    return str(uuid.UUID(bytes_le=bytes(raw[4:20])))
 
 
 _REFUSED_CATEGORIES = {"Cc": "control character", "Cf": "invisible format character"}
