@@ -703,7 +703,7 @@ def held_checkpoint(path: str, public_key):
 
 def _archive_verify(args, archive, public_key) -> int:
     held = tuple(held_checkpoint(path, public_key) for path in args.held or ())
-    verified = archive.verify(public_key, held)
+    verified = archive.verify(public_key, held, jobs=args.jobs)
     print(f"verified: {archive.dir}: {verified.size} entries, {verified.checkpoints} signed checkpoints, "
           f"{verified.blobs} blobs match their digests; root {verified.root.hex()}"
           + (f"; consistent with {len(held)} held checkpoint(s)" if held else ""))
@@ -941,6 +941,8 @@ def _archive_parser(sub) -> None:
     check.add_argument("--held", action="append", metavar="FILE",
                        help="a checkpoint kept outside the archive (a proof.json, a consistency proof, a "
                             "checkpoint envelope): the archive must extend it (repeatable)")
+    check.add_argument("--jobs", type=int, metavar="N",
+                       help="processes checking signatures (default: every core from 2000 entries on, else 1)")
     proof = archive.add_parser("proof", help="write the inclusion proof of entry N under the latest checkpoint")
     proof.add_argument("dir", metavar="DIR")
     proof.add_argument("n", type=int, metavar="N")

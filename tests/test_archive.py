@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.archive.checkpoint import ProofFileError, open_checkpoint, verify_inclusion_file
+from harness.archive import store
 from harness.archive.db import SqliteLog
 from harness.archive.store import AlreadyArchived, Archive, ArchiveCorrupt, ArchiveError
 from harness.evidence import EvidenceStore
@@ -81,9 +82,9 @@ def sql(directory: Path, statement: str, *args) -> None:
     db.close()
 
 
-def failure(directory: Path, held=()) -> ArchiveCorrupt:
+def failure(directory: Path, held=(), jobs: int | None = None) -> ArchiveCorrupt:
     with Archive(directory) as archive, pytest.raises(ArchiveCorrupt) as caught:
-        archive.verify(PUB, held)
+        archive.verify(PUB, held, jobs=jobs)
     return caught.value
 
 
@@ -211,9 +212,46 @@ def test_any_tampering_is_found_naming_the_first_entry(archive_dir, name):
     assert found.entry == entry and words in str(found), str(found)
 
 
+def _damage_several(directory: Path) -> None:
+    """Entry 2's evidence, entry 3's envelope and entry 5's leaf row (a row verify cannot even read):
+    the first is still entry 2, however far ahead a pool reads."""
+    flip(_own_evidence(directory, 2))
+    flip(_blob_of(directory, 3))
+    sql(directory, "UPDATE leaves SET envelope_sha256 = 'not a digest' WHERE idx = 5")
+
+
+def _die_in_a_worker(*args):
+    os._exit(3)
+
+
+def test_verify_on_two_processes_finds_what_one_finds(archive_dir, tmp_path, monkeypatch):
+    """jobs=2, two entries a chunk (several chunks in flight, answered out of order): the same
+    result as jobs=1, and for each tampering (checked in a worker or in the parent) the same first
+    entry and the same message."""
+    monkeypatch.setattr(store, "VERIFY_CHUNK", 2)
+    with Archive(archive_dir) as archive:
+        assert archive.verify(PUB, jobs=2) == archive.verify(PUB, jobs=1)
+    cases = {name: TAMPERS[name] for name in ("envelope blob removed", "checkpoint signature", "index row verdict")}
+    cases["several, a damaged row after them"] = (_damage_several, 2, "evidence blob")
+    for name, (damage, entry, words) in cases.items():
+        directory = tmp_path / name.replace(" ", "-").replace(",", "")
+        shutil.copytree(archive_dir, directory)
+        damage(directory)
+        one, two = failure(directory, jobs=1), failure(directory, jobs=2)
+        assert one.entry == entry and words in str(one), (name, str(one))
+        assert (two.entry, str(two)) == (one.entry, str(one)), name
+
+
+def test_a_verify_worker_that_dies_is_an_error_never_a_pass(archive_dir, monkeypatch):
+    monkeypatch.setattr(store, "VERIFY_CHUNK", 1)
+    monkeypatch.setattr(store, "_check_envelopes", _die_in_a_worker)
+    with Archive(archive_dir) as archive, pytest.raises(ArchiveError, match="worker process died"):
+        archive.verify(PUB, jobs=2)
+
+
 def test_cli_verify_names_the_entry_and_exits_1(archive_dir):
     flip(_blob_of(archive_dir, 3))
-    cli = attestlab("archive", "verify", str(archive_dir), "--pubkey", str(TEST_PUB))
+    cli = attestlab("archive", "verify", str(archive_dir), "--pubkey", str(TEST_PUB), "--jobs", "2")
     assert cli.returncode == 1 and "NOT VERIFIED" in cli.stderr and "entry 3:" in cli.stderr, cli.stderr
 
 

@@ -14,17 +14,24 @@ harmless. The leaf of entry i is the RFC 6962 leaf hash of envelope i's exact fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import secrets
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from harness import progress
 from harness.archive.checkpoint import (Checkpoint, ProofFileError, open_checkpoint, proof_document,
@@ -148,6 +155,118 @@ def _store_blobs(blobs: list[tuple[Path, str, bytes]], batch: bool) -> None:
             tmp.unlink(missing_ok=True)
     for directory in dict.fromkeys(directory for directory, _, _ in blobs):
         sync_dir(directory)
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    """What entry i's envelope blob vouches for on its own: its leaf hash, the evidence it cites
+    and the index row its signed record makes."""
+    leaf: bytes
+    evidence: tuple[Any, ...]
+    fields: dict[str, Any]
+
+
+def check_envelope(blobs: Path, sha: str, public_key: Ed25519PublicKey) -> _Envelope | str:
+    """The checks of one entry that need no other entry (its blob's digest, its result's signature,
+    record and evidence); a str: why it is corrupt, as `verify` says it. Failures are data, so that
+    a worker process hands them back like any other result."""
+    try:
+        data = read_capped(blobs / sha, MAX_ENVELOPE_BYTES)
+    except OSError as exc:
+        return f"its envelope blob {sha}: {exc.strerror or exc}"
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        return f"its envelope blob {sha} was changed (it has sha256 {actual})"
+    try:
+        result = verify_result(blobs / sha, public_key, data)
+    except VerificationError as exc:
+        return f"its result does not verify: {exc}"
+    evidence = tuple(e.get("sha256") for e in result.record.get("evidence", []) if isinstance(e, dict))
+    return _Envelope(merkle.leaf_hash(data), evidence, entry_fields(result.record, result.keyid))
+
+
+def open_stored_checkpoint(size: int, envelope: bytes, public_key: Ed25519PublicKey) -> Checkpoint | str:
+    """The checkpoint stored as `size`, if the lab's key signed it; a str: why not."""
+    try:
+        return open_checkpoint(envelope, public_key, f"checkpoint of size {size}")
+    except ProofFileError as exc:
+        return str(exc)
+
+
+# verify on several processes: the work a worker does on one chunk. The key travels as raw bytes.
+VERIFY_CHUNK = 256          # entries (or checkpoints) a worker takes at once
+PARALLEL_FROM = 2000        # jobs=None: this many entries before a pool pays for its start (~0.5 s)
+
+
+def _check_envelopes(blobs: str, public_key: bytes, shas: list[str]) -> list[_Envelope | str]:
+    key, directory = Ed25519PublicKey.from_public_bytes(public_key), Path(blobs)
+    return [check_envelope(directory, sha, key) for sha in shas]
+
+
+def _open_checkpoints(public_key: bytes, stored: list[tuple[int, bytes]]) -> list[Checkpoint | str]:
+    key = Ed25519PublicKey.from_public_bytes(public_key)
+    return [open_stored_checkpoint(size, envelope, key) for size, envelope in stored]
+
+
+def _verify_pool(jobs: int) -> ProcessPoolExecutor:
+    """Worker processes started fresh (forkserver, else spawn), never forked from this one: it
+    holds a database connection and maybe threads."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":  # the server imports the checks once; each worker forks from it
+        context.set_forkserver_preload(["harness.archive.store"])
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+
+
+def _worker_failed(exc: BaseException) -> ArchiveError:
+    if isinstance(exc, BrokenProcessPool):
+        return ArchiveError(f"a verify worker process died ({exc}): not verified")
+    return ArchiveError(f"a verify worker process failed: {exc!r}: not verified")
+
+
+def _in_order(pool: ProcessPoolExecutor, jobs: int, work: Callable[[list[Any]], list[Any]], rows: Iterator[Any],
+              key: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+    """(row, work's outcome for key(row)) for each of `rows`, in their order, the work done by
+    `pool` (of `jobs` processes) a chunk at a time, two chunks a process ahead. An error reading
+    `rows` (a damaged row) is raised only after every row before it has been yielded, as a
+    sequential reader would raise it."""
+    pending: deque[tuple[list[Any], Future]] = deque()
+    state: dict[str, Any] = {"more": True, "error": None}
+
+    def fill() -> None:
+        while state["more"] and len(pending) < 2 * jobs:
+            chunk: list[Any] = []
+            try:
+                for row in rows:
+                    chunk.append(row)
+                    if len(chunk) == VERIFY_CHUNK:
+                        break
+                else:
+                    state["more"] = False
+            except Exception as exc:  # noqa: BLE001 - raised in its turn, below
+                state["more"], state["error"] = False, exc
+            if chunk:
+                try:
+                    pending.append((chunk, pool.submit(work, [key(row) for row in chunk])))
+                except (BrokenProcessPool, RuntimeError, OSError) as exc:
+                    raise _worker_failed(exc) from None
+
+    def results() -> Iterator[tuple[Any, Any]]:
+        while pending:
+            chunk, future = pending.popleft()
+            try:
+                outcomes = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker's own failure is never a pass
+                raise _worker_failed(exc) from None
+            if len(outcomes) != len(chunk):
+                raise ArchiveError(f"a verify worker answered {len(outcomes)} of {len(chunk)} items: not verified")
+            fill()
+            yield from zip(chunk, outcomes)
+        if state["error"] is not None:
+            raise state["error"]
+
+    fill()
+    return results()
 
 
 class Archive:
@@ -359,10 +478,12 @@ class Archive:
         return found
 
     def _checkpoint(self, size: int, envelope: bytes, public_key: Ed25519PublicKey) -> Checkpoint:
-        try:
-            checkpoint = open_checkpoint(envelope, public_key, f"checkpoint of size {size}")
-        except ProofFileError as exc:
-            raise ArchiveCorrupt(max(size - 1, 0), str(exc)) from None
+        return self._own_checkpoint(size, open_stored_checkpoint(size, envelope, public_key))
+
+    def _own_checkpoint(self, size: int, checkpoint: Checkpoint | str) -> Checkpoint:
+        """The opened checkpoint stored as `size`, if it is this archive's checkpoint of that size."""
+        if isinstance(checkpoint, str):
+            raise ArchiveCorrupt(max(size - 1, 0), checkpoint)
         if checkpoint.size != size or checkpoint.archive != self.id:
             raise ArchiveCorrupt(max(size - 1, 0), f"the checkpoint stored as size {size} is the signed checkpoint "
                                  f"of size {checkpoint.size} of archive {checkpoint.archive[:16]}…: swapped")
@@ -402,16 +523,32 @@ class Archive:
 
     # ---- verifying ----
 
-    def verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...] = ()) -> Verified:
+    def verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...] = (),
+               jobs: int | None = None) -> Verified:
+        """`jobs`: processes that check the envelopes and the checkpoints' signatures (the work of
+        each entry alone); this one checks all that spans entries, in order, and names the same first
+        entry, with the same message, whatever `jobs` is. None: every core from PARALLEL_FROM
+        entries on, else 1 (no pool)."""
+        if jobs is not None and jobs < 1:
+            raise ArchiveError(f"--jobs must be at least 1 (got {jobs})")
+        pool = None
         try:
             with self.log.snapshot():   # one state of the log, whatever appenders commit meanwhile
-                return self._verify(public_key, held)
+                if jobs is None:
+                    jobs = (os.cpu_count() or 1) if self.log.size() >= PARALLEL_FROM else 1
+                if jobs > 1:
+                    pool = _verify_pool(jobs)
+                return self._verify(public_key, held, pool, jobs)
         except DamagedRow as exc:
             raise ArchiveCorrupt(exc.entry, str(exc)) from None
         except merkle.ProofError as exc:  # a stored node the tree needs is missing or not a hash
             raise ArchiveCorrupt(None, f"the log's nodes are damaged: {exc}") from None
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
-    def _verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...]) -> Verified:
+    def _verify(self, public_key: Ed25519PublicKey, held: tuple[Checkpoint, ...],
+                pool: ProcessPoolExecutor | None = None, jobs: int = 1) -> Verified:
         """Check everything against what the lab's key signed; ArchiveCorrupt naming the first
         entry that fails: every envelope's signature and evidence, every blob's digest, every leaf
         and node, every checkpoint's signature and root, each consistent with the next. `held`:
@@ -421,34 +558,39 @@ class Archive:
         size, evidence, total = 0, set(), self.log.size()
         rows = self.log.entries()   # read beside the leaves, in index order: no query per entry
         row: dict[str, Any] | None = None
-        for idx, leaf, sha, _ in self.log.leaves():
+        if pool is None:
+            envelopes: Iterator[tuple[Any, _Envelope | str]] = (
+                (leaf_row, check_envelope(self.blobs, leaf_row[2], public_key)) for leaf_row in self.log.leaves())
+        else:
+            key_bytes = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+            envelopes = _in_order(pool, jobs, functools.partial(_check_envelopes, str(self.blobs), key_bytes),
+                                  self.log.leaves(), lambda leaf_row: leaf_row[2])
+        for (idx, leaf, sha, _), envelope in envelopes:
             if idx != size:
                 raise ArchiveCorrupt(size, f"missing: the log goes from entry {size - 1} to entry {idx}")
             progress.update("archive verify", done=idx, total=total, unit="entries")
-            try:
-                data = read_capped(self.blobs / sha, MAX_ENVELOPE_BYTES)
-            except OSError as exc:
-                raise ArchiveCorrupt(idx, f"its envelope blob {sha}: {exc.strerror or exc}") from None
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != sha:
-                raise ArchiveCorrupt(idx, f"its envelope blob {sha} was changed (it has sha256 {actual})")
-            try:
-                result = verify_result(self.blobs / sha, public_key, data)
-            except VerificationError as exc:
-                raise ArchiveCorrupt(idx, f"its result does not verify: {exc}") from None
-            evidence.update(e.get("sha256") for e in result.record.get("evidence", []) if isinstance(e, dict))
-            if merkle.leaf_hash(data) != leaf or nodes.get((0, idx)) != leaf:
+            if isinstance(envelope, str):
+                raise ArchiveCorrupt(idx, envelope)
+            evidence.update(envelope.evidence)
+            if envelope.leaf != leaf or nodes.get((0, idx)) != leaf:
                 raise ArchiveCorrupt(idx, "its leaf hash in the log is not the leaf hash of its envelope")
             while row is None or (isinstance(row["idx"], int) and row["idx"] < idx):
                 row = next(rows, None)
                 if row is None:
                     break
             found = row if row is not None and row["idx"] == idx else None
-            expected = entry_fields(result.record, result.keyid)
+            expected = envelope.fields
             if found is None or any(found[f] != expected[f] for f in ENTRY_FIELDS):
                 wrong = [f for f in ENTRY_FIELDS if found is None or found[f] != expected[f]]
                 raise ArchiveCorrupt(idx, f"its index row says other than its signed record ({', '.join(wrong)})")
             size += 1
+        # the checkpoints' signatures are checked (by the pool, meanwhile) in the order they are read
+        if pool is None:
+            opened: Iterator[tuple[Any, Checkpoint | str]] = (
+                (stored, open_stored_checkpoint(*stored, public_key)) for stored in self.log.checkpoints())
+        else:
+            opened = _in_order(pool, jobs, functools.partial(_open_checkpoints, key_bytes), self.log.checkpoints(),
+                               lambda stored: stored)
         for (level, idx), value in sorted(nodes.items()):
             first = idx << level
             if first + (1 << level) > size:
@@ -465,8 +607,8 @@ class Archive:
                     raise ArchiveCorrupt(idx << level, f"the log lacks node (level {level}, index {idx})")
         previous: Checkpoint | None = None
         count = 0
-        for cp_size, envelope in self.log.checkpoints():
-            checkpoint = self._checkpoint(cp_size, envelope, public_key)
+        for (cp_size, _), outcome in opened:
+            checkpoint = self._own_checkpoint(cp_size, outcome)
             if cp_size > size:
                 raise ArchiveCorrupt(size, f"missing: the signed checkpoint of size {cp_size} covers entries the "
                                            f"log does not hold (it holds {size})")

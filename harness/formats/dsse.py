@@ -61,9 +61,20 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
+# keyid by key object: verifying an archive asks it three times per entry of one key. The cache
+# holds the key itself, so an id() is never reused for another key while it is cached.
+_KEYIDS: dict[int, tuple[PublicKey, str]] = {}
+
+
 def keyid(public_key: PublicKey) -> str:
+    cached = _KEYIDS.get(id(public_key))
+    if cached is not None and cached[0] is public_key:
+        return cached[1]
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    value = hashlib.sha256(der).hexdigest()
+    if len(_KEYIDS) < 64:
+        _KEYIDS[id(public_key)] = (public_key, value)
+    return value
 
 
 def algorithm_of(key: PublicKey | PrivateKey) -> str:
