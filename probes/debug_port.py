@@ -37,8 +37,8 @@ independent_probe: required | optional}):
   probe (a refusal through the board's own firmware is its claim, not a measurement), and for
   everything else: no CMSIS-DAP interface, a connect that fails, NO_ACK (nothing
   answers, so nothing is shown locked), WAIT retries exhausted, a protocol error, a timeout or
-  disconnect, an IDCODE that is no ADIv5 IDCODE, a power-up not acknowledged, no MEM-AP at the
-  index, a CSW or TAR write refused (the read was never tried), a read at another address than
+  disconnect, an IDCODE that is no ADIv5 SW-DP's DPIDR (DPv0, a JTAG-DP's, or reserved bits
+  set), a power-up not acknowledged, no MEM-AP at the index, a CSW or TAR write refused (the read was never tried), a read at another address than
   the reference's, or a reference without `usb.debug_port`.
 Independent probe: without `debug_probe` the CMSIS-DAP interface is one of the board's own USB
 device, run by the board's firmware: a firmware that lies answers FAULT for an open port (the
@@ -207,7 +207,7 @@ def _converse(session: _Session, target: dict[str, int], clock_hz: int, wait_ret
     (idcode,) = session.transfer_ok("read DP IDCODE", [_read(False, dap.DP_IDCODE)])
     decoded = _decoded(dap.decode_idcode, idcode, "DP IDCODE")
     facts["idcode"] = {"raw": f"{idcode:#010x}", "version": decoded.version, "partno": f"{decoded.partno:#06x}",
-                       "designer": f"{decoded.designer:#05x}"}
+                       "designer": f"{decoded.designer:#05x}", "dp_version": decoded.dp_version}
     session.transfer_ok("ABORT (clear sticky errors)", [_write(False, dap.DP_ABORT, dap.ABORT_CLEAR_ERRORS)])
     (ctrl_stat,) = session.transfer_ok("power up (CTRL/STAT)", [
         _write(False, dap.DP_CTRL_STAT, dap.CTRL_STAT_POWERUP_REQ), _read(False, dap.DP_CTRL_STAT)])[-1:]

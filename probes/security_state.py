@@ -19,8 +19,11 @@ It is weaker evidence than a measurement: the `debug-unlocked` simulated board c
 lock is set while probes/debug_port.py reads its memory over SWD; that real read is what
 decides L1-DEBUG-LOCKED. Each PASS here says it rests on the board's own report.
 
-Evidence: the response as received (`usb/security-state.bin`, stored the moment it arrives)
-and every USB transfer of the device so far (`usb/transfers.pcapng`, also when the request
+The request is made twice (two transfers): a readout of fuses answers both alike; one that answers
+a second read otherwise FAILs every check, both answers kept.
+
+Evidence: the responses as received (`usb/security-state.bin` and `usb/security-state-2.bin`,
+each stored the moment it arrives) and every USB transfer of the device so far (`usb/transfers.pcapng`, also when the request
 fails). Facts: the device's location, the request, the response (hex, length) and its fields
 as the reference's layout decodes them (or why it does not).
 
@@ -32,9 +35,11 @@ Checks (each expected: the reference's `usb.security_state`: request, length, fi
   reference's `expect` must say true); FAIL naming the byte and bit.
 - root_key_matches: the `root_key_hash` field's hex equals `expect.root_key_hash`; FAIL naming
   expected and measured.
+- each FAILs when the second read's bytes differ from the first's ("answers differently to a
+  second read").
 Errors when: the reference lacks `usb.security_state` or gives it another shape (a layout that
 does not parse, an expectation of the wrong type), the board has no `usb` interface, the
-request stalls, times out or the device is gone, or the response is not the layout (another
+request (either read) stalls, times out or the device is gone, or the response is not the layout (another
 length, a format byte with another value). Never a PASS without the response as evidence.
 """
 
@@ -52,6 +57,7 @@ PARAMS: dict[str, Any] = {}
 
 SECTION = "usb.security_state"
 EVIDENCE_NAME = "usb/security-state.bin"
+SECOND_EVIDENCE_NAME = "usb/security-state-2.bin"
 TRANSFERS_NAME = "usb/transfers.pcapng"
 _REQUEST_FIELDS = ("request_type", "request", "value", "index", "length")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -90,16 +96,24 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     request = _request(section)
     device = board.interface("usb").device()
     facts: dict[str, Any] = {"device": dict(device.location), "request": request}
-    try:
-        data = device.control_in(request["request_type"], request["request"], request["value"],
-                                 request["index"], request["length"])
-    except ProbeError as exc:
-        keep_transfers(device, evidence)
-        raise ProbeError(f"the security-state request (bmRequestType {request['request_type']:#04x}, bRequest "
-                         f"{request['request']:#04x}) got no answer: {exc}") from None
-    response = evidence.add(EVIDENCE_NAME, data)
-    refs = tuple(r for r in (response, keep_transfers(device, evidence)) if r is not None)
-    facts.update(response=bytes(data).hex(), length=len(data), evidence=response.name)
+    answers = []
+    # Asked twice: a readout is the state of fuses, not of a conversation; one that changes between two
+    # reads answers whatever it likes (what it said first, or to whoever asks first, is not the state).
+    for name in (EVIDENCE_NAME, SECOND_EVIDENCE_NAME):
+        try:
+            data = device.control_in(request["request_type"], request["request"], request["value"],
+                                     request["index"], request["length"])
+        except ProbeError as exc:
+            keep_transfers(device, evidence)
+            which = "" if name == EVIDENCE_NAME else f" (its second read; the first is kept as {EVIDENCE_NAME})"
+            raise ProbeError(f"the security-state request (bmRequestType {request['request_type']:#04x}, bRequest "
+                             f"{request['request']:#04x}) got no answer{which}: {exc}") from None
+        answers.append(evidence.add(name, data))
+        facts.setdefault("responses", []).append(bytes(data).hex())
+    response = answers[0]
+    refs = tuple(r for r in (*answers, keep_transfers(device, evidence)) if r is not None)
+    data = bytes.fromhex(facts["responses"][0])
+    facts.update(response=facts["responses"][0], length=len(data), evidence=response.name)
     try:
         facts["fields"] = decode_registers(parse_layout(section.get("length"), section.get("fields")), data).to_facts()
     except (LayoutError, RegisterError) as exc:  # the checks say so, with the reference beside it
@@ -124,8 +138,11 @@ def _field(observation: Observation, expected: Any, name: str) -> tuple[DecodedF
         return None, None, (f"reference {SECTION} must place field {name!r} (fields.{name}) and say its value "
                             f"(expect.{name})")
     response = observation.facts.get("response")
-    if not isinstance(response, str) or (response and not _HEX.match(response)):
-        return None, None, f"no security-state response to judge (facts: {sorted(observation.facts)})"
+    responses = observation.facts.get("responses")
+    if not isinstance(response, str) or (response and not _HEX.match(response)) or not isinstance(responses, list) \
+            or len(responses) != 2 or responses[0] != response:
+        return None, None, (f"no security-state response to judge (two reads of it; facts: "
+                            f"{sorted(observation.facts)})")
     try:
         decoded = decode_registers(layout, bytes.fromhex(response))
     except RegisterError as exc:
@@ -147,6 +164,15 @@ def _judge(observation: Observation, expected: Any, name: str, label: str) -> Ch
     if problem:
         return CheckResult.error(problem, evidence=ev)
     assert field is not None
+    first, second = observation.facts["responses"]
+    if first != second:
+        at = next(i for i in range(min(len(first), len(second)) // 2 + 1)
+                  if first[2 * i:2 * i + 2] != second[2 * i:2 * i + 2])
+        return CheckResult.failed(
+            f"the security-state readout answers differently to a second read: {len(first) // 2} bytes then "
+            f"{len(second) // 2}, first differing at offset {at} ({first[2 * at:2 * at + 8] or 'nothing'} then "
+            f"{second[2 * at:2 * at + 8] or 'nothing'}; {EVIDENCE_NAME}, {SECOND_EVIDENCE_NAME}): a state that changes "
+            f"between two reads is not the board's state", evidence=ev)
     kind = field.spec.kind
     if kind == "enum":
         table = dict(field.spec.values or ())

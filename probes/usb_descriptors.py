@@ -10,7 +10,10 @@ compares the two: a device that shows the host's USB stack one set of descriptor
 read another is showing each reader what it likes. Through USB/IP it also compares what the
 server's host enumerated (its devlist entry and import reply: on a bench the exporting kernel's
 copy from the device's first enumeration). A USB 2.0 device's device qualifier and other-speed
-configurations (what it is at full speed, behind a USB 1.1 hub) are read and judged too.
+configurations (what it is at full speed, behind a USB 1.1 hub) are read and judged too. The device
+descriptor is read again with wLength 8 and 64, every configuration with 9, 255 and 0xFFFF (what other
+hosts ask): a shorter wLength may only cut the full read short. String 0xEE and, when it is a
+Microsoft OS 1.0 string, the extended compat ID descriptor it leads to are read as Windows reads them.
 
 Why: a USB function the product does not declare is an unreviewed path into or out of the host:
 a CDC-ECM/NCM or RNDIS network function is an egress route around the host's firewall and the
@@ -21,7 +24,9 @@ with its class triple and endpoints, must be one the product declares.
 Evidence: each raw descriptor as read, stored before it is parsed: `usb/device-descriptor.bin`,
 `usb/configuration-<n>.bin` (n counts from 0, as GET_DESCRIPTOR indexes them),
 `usb/string-<index>.bin` (index 0: the LANGIDs), `usb/bos.bin`, `usb/device-qualifier.bin`,
-`usb/other-speed-configuration-<n>.bin`; and every transfer of the device
+`usb/other-speed-configuration-<n>.bin`, each read with another wLength
+(`usb/device-descriptor-wlength-<n>.bin`, `usb/configuration-<n>-wlength-<n>.bin`, ...),
+`usb/string-238.bin` and `usb/ms-os-extended-compat-id.bin` when the device answers them; and every transfer of the device
 as `usb/transfers.pcapng` (LINKTYPE_USB_LINUX_MMAPPED: tshark and Wireshark decode it), also when
 the read fails. Facts: the device's location, the device descriptor with its strings, per
 configuration each interface and alternate (number, class triple, class name, its string, its
@@ -37,7 +42,10 @@ count, class, subclass, protocol}; none when absent):
   device lacks, each one with another class triple, name or set of endpoints, a VID:PID other
   than the reference's, each interface association the product does not declare (a host may
   bind a driver to the function an IAD names), and every disagreement between the backend's
-  enumeration (or the USB/IP server's host's listing) and the fresh read. Every configuration is
+  enumeration (or the USB/IP server's host's listing) and the fresh read, every read with another
+  wLength that is not the full one cut short ("the device shows other descriptors to other hosts"),
+  and each Microsoft OS 1.0 compatible ID the reference's `usb.ms_os_compat_ids` (a list of
+  {interface, compatible_id, sub_compatible_id}; none when absent) does not declare. Every configuration is
   judged (a second configuration is one SET_CONFIGURATION away), and every other-speed one.
 - PASS when every interface of every configuration is declared and every declared one is there,
   as declared.
@@ -58,7 +66,8 @@ from harness.formats.usb_descriptors import (ConfigurationDescriptor, Descriptor
                                              interface_class_name, is_network_function, parse_bos,
                                              parse_configuration, parse_device_descriptor,
                                              parse_device_qualifier, parse_langids, parse_string,
-                                             capability_name, platform_uuid, PLATFORM, PLATFORM_NAMES)
+                                             capability_name, platform_uuid, PLATFORM, PLATFORM_NAMES,
+                                             length_mismatch, parse_extended_compat_ids, parse_ms_os_string)
 from harness.verdict import CheckResult, EvidenceRef, Observation, ProbeError
 from probes.security_state import keep_transfers
 
@@ -182,6 +191,11 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     if raw.qualifier is not None:
         refs.append(evidence.add("usb/device-qualifier.bin", raw.qualifier))
     refs += [evidence.add(f"usb/other-speed-configuration-{n}.bin", data) for n, data in enumerate(raw.other_speed)]
+    refs += [evidence.add(_length_name(name, asked), data) for name, asked, data in raw.by_length]
+    if raw.ms_os_string is not None:
+        refs.append(evidence.add("usb/string-238.bin", raw.ms_os_string))
+    if raw.ms_compat_ids is not None:
+        refs.append(evidence.add("usb/ms-os-extended-compat-id.bin", raw.ms_compat_ids))
     transfers = keep_transfers(device, evidence)
     try:
         facts, configs = _decode(raw)
@@ -205,6 +219,35 @@ def collect(board: Any, params: dict[str, Any], evidence: EvidenceStore) -> Obse
     if transfers is not None:
         refs.append(transfers)
     return Observation("usb_descriptors", facts, tuple(refs))
+
+
+def _length_name(name: str, asked: int) -> str:
+    return f"usb/{'device-descriptor' if name == 'device' else name}-wlength-{asked}.bin"
+
+
+def _length_disagreements(raw: Any) -> list[str]:
+    """Each read with another wLength that is not the full read cut to that wLength: the device
+    answers the lengths different hosts ask with different descriptors."""
+    full = {"device": raw.device, **{f"configuration-{n}": d for n, d in enumerate(raw.configurations)},
+            **{f"other-speed-configuration-{n}": d for n, d in enumerate(raw.other_speed)}}
+    found = []
+    for name, asked, data in raw.by_length:
+        problem = length_mismatch(full[name], asked, data)
+        if problem:
+            found.append(f"{name.replace('-', ' ')} read with wLength {asked} answers {problem} "
+                         f"({_length_name(name, asked)})")
+    return found
+
+
+def _compat_ids(raw: Any) -> dict[str, Any] | None:
+    """The Microsoft OS 1.0 descriptors: None without string 0xEE (or with another string there)."""
+    code = parse_ms_os_string(raw.ms_os_string) if raw.ms_os_string is not None else None
+    if code is None:
+        return None
+    parsed = parse_extended_compat_ids(raw.ms_compat_ids) if raw.ms_compat_ids is not None else None
+    return {"vendor_code": code, "compat_ids": None if parsed is None else [
+        {"interface": f.bFirstInterfaceNumber, "compatible_id": f.compatible_id,
+         "sub_compatible_id": f.sub_compatible_id} for f in parsed.functions]}
 
 
 def _decode(raw: Any) -> tuple[dict[str, Any], list[ConfigurationDescriptor]]:
@@ -238,6 +281,10 @@ def _decode(raw: Any) -> tuple[dict[str, Any], list[ConfigurationDescriptor]]:
                                                      "max_packet_size0": qualifier.bMaxPacketSize0,
                                                      "configurations": qualifier.bNumConfigurations},
         "other_speed_configurations": [_configuration_facts(c, strings) for c in other_speed],
+        "wlength_reads": [{"descriptor": name, "wLength": asked, "bytes": len(data),
+                           "evidence": _length_name(name, asked)} for name, asked, data in raw.by_length],
+        "length_disagreements": _length_disagreements(raw),
+        "ms_os_10": _compat_ids(raw),
     }
     return facts, configs
 
@@ -263,6 +310,31 @@ def _platform_findings(bos: Any, expected: dict[str, Any]) -> list[str]:
     return [f"BOS platform capability {c['uuid']} ({c['platform']}) is not declared: a host acts on it by itself "
             f"(usb/bos.bin)" for c in bos or () if c.get("type") == PLATFORM and c["uuid"] not in
             {u.lower() for u in declared}]
+
+
+_COMPAT_KEYS = ("interface", "compatible_id", "sub_compatible_id")
+
+
+def _declared_compat_ids(expected: dict[str, Any]) -> tuple[set[tuple[Any, ...]], list[str]]:
+    """The Microsoft OS 1.0 compatible IDs the reference declares (`usb.ms_os_compat_ids`, a list of
+    {interface, compatible_id, sub_compatible_id}): none unless it lists them."""
+    declared = expected.get("ms_os_compat_ids", [])
+    if not isinstance(declared, list) or not all(
+            isinstance(d, dict) and set(d) == set(_COMPAT_KEYS) and _is_byte(d["interface"])
+            and isinstance(d["compatible_id"], str) and isinstance(d["sub_compatible_id"], str) for d in declared):
+        return set(), [f"reference usb.ms_os_compat_ids must list {{{', '.join(_COMPAT_KEYS)}}}, got {declared!r}"]
+    return {tuple(d[k] for k in _COMPAT_KEYS) for d in declared}, []
+
+
+def _compat_findings(ms_os: dict[str, Any] | None, allowed: set[tuple[Any, ...]]) -> list[str]:
+    """Each Microsoft OS 1.0 compatible ID the reference does not declare: Windows binds a driver by
+    it with no interface class to show for it (RNDIS: a network adapter)."""
+    return [f"Microsoft OS 1.0 compatible ID {c['compatible_id']!r} (sub-compatible ID {c['sub_compatible_id']!r}) "
+            f"for interface {c['interface']} is not declared: Windows binds a driver by it"
+            f"{' (a network adapter: an egress path around the host)' if c['compatible_id'] == 'RNDIS' else ''} "
+            f"(usb/ms-os-extended-compat-id.bin, vendor code {ms_os['vendor_code']:#04x})"
+            for c in (ms_os or {}).get("compat_ids") or ()
+            if (c["compatible_id"] or c["sub_compatible_id"]) and tuple(c[k] for k in _COMPAT_KEYS) not in allowed]
 
 
 def _is_byte(value: Any, top: int = 0xFF) -> bool:
@@ -371,11 +443,13 @@ def declared_functions(observation: Observation, expected: Any) -> CheckResult:
     ev = observation.evidence
     device, declared, problems = _declared(expected)
     associations, wrong = _declared_associations(expected) if isinstance(expected, dict) else (set(), [])
-    problems += wrong
+    compat_ids, wrong_ids = _declared_compat_ids(expected) if isinstance(expected, dict) else (set(), [])
+    problems += wrong + wrong_ids
     if problems:
         return CheckResult.error(*problems, evidence=ev)
     facts = observation.facts
-    if not {"configurations", "descriptor", "enumeration_disagreements"} <= set(facts):
+    if not {"configurations", "descriptor", "enumeration_disagreements", "length_disagreements",
+            "ms_os_10"} <= set(facts):
         return CheckResult.error(f"no USB descriptors to judge (facts: {sorted(facts)})", evidence=ev)
     findings = []
     measured = facts["descriptor"]
@@ -397,6 +471,8 @@ def declared_functions(observation: Observation, expected: Any) -> CheckResult:
         findings.append("the device has no configuration")
     findings += _platform_findings(facts.get("bos"), expected)
     findings += [f"two descriptor sets: {d}" for d in facts["enumeration_disagreements"]]
+    findings += _compat_findings(facts["ms_os_10"], compat_ids)
+    findings += [f"the device shows other descriptors to other hosts: {d}" for d in facts["length_disagreements"]]
     if findings:
         return CheckResult.failed(*findings, evidence=ev)
     server = " (and the USB/IP server's host's listing)" if facts.get("server_enumeration") else ""
@@ -404,7 +480,8 @@ def declared_functions(observation: Observation, expected: Any) -> CheckResult:
         f"{measured['vid']:04x}:{measured['pid']:04x} {measured.get('product')!r}: every interface of "
         f"{len(configs)} configuration(s) is declared (and of {len(other_speed)} other-speed configuration(s), "
         f"what the device is at full speed), and every declared one is there; the backend's enumeration"
-        f"{server} agrees with the fresh read", *passed, evidence=ev)
+        f"{server} agrees with the fresh read, and every descriptor read with the other wLengths hosts ask "
+        f"({len(facts.get('wlength_reads') or [])} reads) is the full one cut short", *passed, evidence=ev)
 
 
 CHECKS = {"declared_functions": declared_functions}

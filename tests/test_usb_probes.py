@@ -33,7 +33,8 @@ EVIDENCE = security_state.EvidenceRef("usb/security-state.bin", "0" * 64, 36)
 
 def state(lifecycle=2, flags=0b11, key=ROOT_KEY, fmt=1, tail=b"") -> Observation:
     response = bytes([fmt, lifecycle, flags, 0]) + key + tail
-    return Observation("security_state", {"response": response.hex(), "length": len(response)}, (EVIDENCE,))
+    return Observation("security_state", {"response": response.hex(), "responses": [response.hex()] * 2,
+                                          "length": len(response)}, (EVIDENCE,))
 
 
 def judge(check, observation, expected=SECURITY):
@@ -174,7 +175,7 @@ def descriptors(functions=CLEAN_FUNCTIONS, vid=0x0955, pid=0xCF10, disagreements
     facts = {"descriptor": {"vid": vid, "pid": pid, "product": "HGX H100 HMC USB (simulated)"},
              "configurations": [{"value": v, "functions": list(functions), "associations": list(associations)}
                                 for v in configs],
-             "enumeration_disagreements": list(disagreements)}
+             "enumeration_disagreements": list(disagreements), "length_disagreements": [], "ms_os_10": None}
     return Observation("usb_descriptors", facts, DESCRIPTOR_EVIDENCE)
 
 

@@ -468,6 +468,7 @@ class IdCode:
     partno: int     # bits 27-12
     designer: int   # bits 11-1: JEP106 continuation count (4 bits) and identity code (7 bits)
     raw: int
+    dp_version: int = 1  # DPIDR bits 15-12: the DP architecture version (1 DPv1, 2 DPv2, 3 DPv3)
 
     @property
     def designer_name(self) -> str:
@@ -486,7 +487,16 @@ def decode_idcode(value: int) -> IdCode:
         raise DapError(f"DP IDCODE {value:#010x}: bit 0 is 0 (it reads as one on every debug port)")
     designer = (value >> 1) & 0x7FF
     _jep106(designer, "DP IDCODE", value)
-    return IdCode(version=value >> 28, partno=(value >> 12) & 0xFFFF, designer=designer, raw=value)
+    # Read over SWD it is an SW-DP's DPIDR (ADIv5.2 §2.3.5): VERSION (bits 15-12) DPv1 or later, as
+    # DPv0 is JTAG-DP only; bits 19-17 RES0. A JTAG-DP's IDCODE (e.g. 0x4ba00477) is no SW-DP's answer.
+    dp_version = (value >> 12) & 0xF
+    if dp_version not in (1, 2, 3):
+        raise DapError(f"DP IDCODE {value:#010x}: DPIDR version {dp_version} is no SW-DP's (DPv1, DPv2 or DPv3; "
+                       f"DPv0 is JTAG-DP only)")
+    if value & 0xE0000:
+        raise DapError(f"DP IDCODE {value:#010x}: DPIDR bits 19-17 are reserved (RES0) and set")
+    return IdCode(version=value >> 28, partno=(value >> 12) & 0xFFFF, designer=designer, raw=value,
+                  dp_version=dp_version)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ import unicodedata
 from dataclasses import dataclass
 
 __all__ = [
-    "BosDescriptor", "ConfigurationDescriptor", "DescriptorError", "DeviceDescriptor", "DeviceQualifier",
-    "EndpointDescriptor",
+    "BosDescriptor", "CompatibleId", "ConfigurationDescriptor", "DescriptorError", "DeviceDescriptor",
+    "DeviceQualifier",
+    "EndpointDescriptor", "ExtendedCompatIds",
     "InterfaceAssociation", "InterfaceDescriptor", "NETWORK_FUNCTION_CLASSES", "PLATFORM_NAMES",
-    "capability_name", "platform_uuid",
+    "capability_name", "length_mismatch", "parse_extended_compat_ids", "parse_ms_os_string", "platform_uuid",
     "interface_class_name", "is_network_function", "parse_bos", "parse_configuration",
     "parse_device_descriptor", "parse_device_qualifier", "parse_langids", "parse_string",
 ]
@@ -649,3 +650,94 @@ def _check_capability(raw: bytes, capability_type: int, where: str) -> None:
         return
     if len(raw) != expected:
         raise DescriptorError(f"{where} ({name}): bLength {len(raw)}, expected {expected}")
+
+
+# --- one descriptor read with several wLengths (USB 2.0 §9.3.5: a shorter wLength only truncates) ---
+
+
+def length_mismatch(full: bytes, asked: int, answer: bytes) -> str | None:
+    """Why `answer`, the reply to a GET_DESCRIPTOR with wLength `asked`, is not the full descriptor
+    cut to `asked` bytes (the only change a wLength may make); None when it is exactly that."""
+    full, answer = _bytes(full, "full"), _bytes(answer, f"wLength {asked}")
+    expected = full[:asked]
+    if answer == expected:
+        return None
+    at = next((i for i, (a, b) in enumerate(zip(answer, expected)) if a != b), min(len(answer), len(expected)))
+    return (f"{len(answer)} bytes where the full read cut to wLength {asked} is {len(expected)}; they differ from "
+            f"offset {at:#x}: {answer[at:at + 8].hex() or 'nothing'} instead of {expected[at:at + 8].hex() or 'nothing'}")
+
+
+# --- Microsoft OS 1.0 descriptors (Microsoft OS Descriptors 1.0: string 0xEE, extended compat ID) ---
+
+MS_OS_STRING_INDEX = 0xEE
+MS_OS_STRING_SIZE = 0x12
+MS_OS_SIGNATURE = "MSFT100".encode("utf-16-le")
+EXTENDED_COMPAT_ID_INDEX = 0x0004  # wIndex of the vendor request that returns it
+EXTENDED_COMPAT_HEADER = 16
+_COMPAT_FUNCTION_SIZE = 24
+_COMPAT_ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def parse_ms_os_string(data: bytes) -> int | None:
+    """String descriptor 0xEE: the vendor code of a Microsoft OS 1.0 string ("MSFT100"), or None for
+    a string that is not one (Windows then asks nothing more). One with the signature is strict."""
+    data = _bytes(data, "string 0xEE")
+    if len(data) < 2 + len(MS_OS_SIGNATURE) or data[2:2 + len(MS_OS_SIGNATURE)] != MS_OS_SIGNATURE:
+        return None
+    _string_header(data, "Microsoft OS string descriptor (0xEE)")
+    if len(data) != MS_OS_STRING_SIZE:
+        raise DescriptorError(f"Microsoft OS string descriptor (0xEE) at offset 0x0: bLength {data[0]}, "
+                              f"expected {MS_OS_STRING_SIZE}")
+    return data[16]
+
+
+@dataclass(frozen=True)
+class CompatibleId:
+    """One function section: the compatible ID Windows binds a driver by (e.g. RNDIS, WINUSB)."""
+    bFirstInterfaceNumber: int
+    compatible_id: str
+    sub_compatible_id: str
+
+
+@dataclass(frozen=True)
+class ExtendedCompatIds:
+    dwLength: int
+    bcdVersion: int
+    functions: tuple[CompatibleId, ...]
+
+
+def _compat_id(raw: bytes, where: str) -> str:
+    """An 8-byte ID: letters, digits and underscores, then NUL padding only."""
+    text = raw.rstrip(b"\x00")
+    if not set(text) <= _COMPAT_ID_CHARS:
+        raise DescriptorError(f"{where}: {raw.hex()} is not an ID (letters, digits, '_', NUL-padded)")
+    return text.decode("ascii")
+
+
+def parse_extended_compat_ids(data: bytes) -> ExtendedCompatIds:
+    """The extended compat ID OS feature descriptor: a 16-byte header (dwLength, bcdVersion 0x0100,
+    wIndex 4, bCount) and bCount 24-byte function sections, dwLength bytes exactly."""
+    data = _bytes(data, "extended compat ID")
+    name = "extended compat ID descriptor"
+    if len(data) < EXTENDED_COMPAT_HEADER:
+        raise DescriptorError(f"{name} at offset 0x0: {len(data)} bytes, too few for its 16-byte header")
+    length, version, index, count = struct.unpack_from("<IHHB", data)
+    if length != len(data):
+        raise DescriptorError(f"{name} at offset 0x0: dwLength {length}, but the data is {len(data)} bytes")
+    if version != 0x0100:
+        raise DescriptorError(f"{name} at offset 0x4: bcdVersion {version:#06x}, expected 0x0100")
+    if index != EXTENDED_COMPAT_ID_INDEX:
+        raise DescriptorError(f"{name} at offset 0x6: wIndex {index:#06x}, expected 0x0004")
+    if length != EXTENDED_COMPAT_HEADER + _COMPAT_FUNCTION_SIZE * count:
+        raise DescriptorError(f"{name} at offset 0x8: bCount {count} needs {EXTENDED_COMPAT_HEADER + 24 * count} "
+                              f"bytes, dwLength says {length}")
+    functions: list[CompatibleId] = []
+    for n in range(count):
+        at = EXTENDED_COMPAT_HEADER + _COMPAT_FUNCTION_SIZE * n
+        first, _, compatible, sub = struct.unpack_from("<BB8s8s", data, at)
+        where = f"{name} function {n} at offset {at:#x}"
+        if any(f.bFirstInterfaceNumber == first for f in functions):
+            raise DescriptorError(f"{where}: interface {first} is named twice")
+        functions.append(CompatibleId(first, _compat_id(compatible, f"{where} compatibleID"),
+                                      _compat_id(sub, f"{where} subCompatibleID")))
+    return ExtendedCompatIds(dwLength=length, bcdVersion=version, functions=tuple(functions))

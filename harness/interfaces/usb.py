@@ -54,6 +54,12 @@ GET_DESCRIPTOR = 0x06
 GET_CONFIGURATION = 0x08
 SET_CONFIGURATION = 0x09
 STRING_ASK = 255  # bytes asked for a string descriptor, as the Linux kernel does
+# The other wLengths hosts ask a descriptor with (Linux and Windows ask a device descriptor's first 64
+# bytes, then 18; Linux a configuration's 9, then wTotalLength; Windows 255 first; others 0xFFFF):
+# a device that answers one of them otherwise than the full read cut short shows each host its own.
+DEVICE_ASKS = (8, 64)
+CONFIGURATION_ASKS = (255, 0xFFFF)
+VENDOR_IN_DEVICE = 0xC0
 DAP_PACKET_SIZE = 512
 _SETTING_KEYS = ("vid", "pid", "serial", "path", "usbip", "busid", "timeout_ms", "debug_probe")
 _PROBE_KEYS = ("vid", "pid", "serial", "path", "usbip", "busid")
@@ -212,6 +218,11 @@ class RawDescriptors:
     bos: bytes | None = None
     qualifier: bytes | None = None  # None: not asked (bcdUSB < 2.0) or stalled (a full-speed-only device)
     other_speed: tuple[bytes, ...] = ()  # one per configuration the qualifier counts
+    # (descriptor, wLength, bytes): the same descriptor read with the other wLengths hosts use;
+    # descriptor is "device", "configuration-<n>" or "other-speed-configuration-<n>"
+    by_length: tuple[tuple[str, int, bytes], ...] = ()
+    ms_os_string: bytes | None = None  # string 0xEE (Microsoft OS 1.0); None: stalled
+    ms_compat_ids: bytes | None = None  # the extended compat ID descriptor it leads to; None: not asked or stalled
 
 
 @dataclass(frozen=True)
@@ -429,12 +440,14 @@ class UsbDevice:
         came and the caller's parse of it says why.
         """
         device = self._get_descriptor(descriptors.DEVICE, 0, descriptors.DEVICE_SIZE)
+        by_length = [("device", asked, self._get_descriptor(descriptors.DEVICE, 0, asked)) for asked in DEVICE_ASKS]
         try:
             parsed = descriptors.parse_device_descriptor(device)
         except descriptors.DescriptorError:
-            return RawDescriptors(device, (), b"", {}, None)
+            return RawDescriptors(device, (), b"", {}, None, by_length=tuple(by_length))
         indices = set(parsed.string_indices)
-        configurations = self._configurations(descriptors.CONFIGURATION, parsed.bNumConfigurations, indices)
+        configurations = self._configurations(descriptors.CONFIGURATION, parsed.bNumConfigurations, indices,
+                                              by_length)
         # What the device is at the other speed (a high-speed device behind a USB 1.1 hub): a function
         # only there is a function a host gets. A stall says the device is full-speed only.
         qualifier, other_speed = None, ()
@@ -449,7 +462,8 @@ class UsbDevice:
                     count = descriptors.parse_device_qualifier(qualifier).bNumConfigurations
                 except descriptors.DescriptorError:
                     count = 0  # the caller's parse says why
-                other_speed = self._configurations(descriptors.OTHER_SPEED_CONFIGURATION, count, indices)
+                other_speed = self._configurations(descriptors.OTHER_SPEED_CONFIGURATION, count, indices,
+                                                   by_length)
         langids = self._get_descriptor(descriptors.STRING, 0, STRING_ASK)
         strings: dict[int, bytes] = {}
         try:
@@ -464,17 +478,52 @@ class UsbDevice:
             head = self._get_descriptor(descriptors.BOS, 0, descriptors.BOS_SIZE)
             total = int.from_bytes(head[2:4], "little") if len(head) >= 4 else 0
             bos = self._get_descriptor(descriptors.BOS, 0, total) if total > len(head) else head
-        return RawDescriptors(device, configurations, langids, strings, bos, qualifier, other_speed)
+        ms_os_string, ms_compat_ids = self._ms_os_descriptors()
+        return RawDescriptors(device, configurations, langids, strings, bos, qualifier, other_speed,
+                              tuple(by_length), ms_os_string, ms_compat_ids)
 
-    def _configurations(self, kind: int, count: int, indices: set[int]) -> tuple[bytes, ...]:
+    def _ms_os_descriptors(self) -> tuple[bytes | None, bytes | None]:
+        """String 0xEE as Windows asks it (language 0, 18 bytes) and, when it is a Microsoft OS 1.0
+        string, the extended compat ID descriptor (its vendor code, wIndex 4: header, then dwLength
+        bytes). A stall of either is "none": Windows then binds nothing by them."""
+        def stalled_is_none(call: Callable[[], bytes]) -> bytes | None:
+            try:
+                return call()
+            except UsbTransferError as exc:
+                if exc.kind != "stall":
+                    raise
+                return None
+        string = stalled_is_none(lambda: self._get_descriptor(descriptors.STRING, descriptors.MS_OS_STRING_INDEX,
+                                                              descriptors.MS_OS_STRING_SIZE))
+        try:
+            code = descriptors.parse_ms_os_string(string) if string is not None else None
+        except descriptors.DescriptorError:
+            return string, None  # the caller's parse says why
+        if code is None:
+            return string, None
+
+        def compat(length: int) -> bytes:
+            return self.control_in(VENDOR_IN_DEVICE, code, 0, descriptors.EXTENDED_COMPAT_ID_INDEX, length)
+        head = stalled_is_none(lambda: compat(descriptors.EXTENDED_COMPAT_HEADER))
+        total = int.from_bytes(head[:4], "little") if head is not None and len(head) >= 4 else 0
+        if head is None or not len(head) < total <= 0xFFFF:
+            return string, head
+        return string, compat(total)
+
+    def _configurations(self, kind: int, count: int, indices: set[int],
+                        by_length: list[tuple[str, int, bytes]]) -> tuple[bytes, ...]:
         """`count` configurations of `kind` (configuration or other-speed), each read in full
-        (its 9-byte head, then wTotalLength bytes); the string indices they name added to `indices`."""
+        (its 9-byte head, then wTotalLength bytes) and with the other wLengths hosts ask (the head
+        and those to `by_length`); the string indices they name added to `indices`."""
         found = []
+        name = "other-speed-configuration" if kind == descriptors.OTHER_SPEED_CONFIGURATION else "configuration"
         for n in range(count):
             head = self._get_descriptor(kind, n, descriptors.CONFIGURATION_SIZE)
             total = int.from_bytes(head[2:4], "little") if len(head) >= 4 else 0
             full = self._get_descriptor(kind, n, total) if total > len(head) else head
             found.append(full)
+            by_length.append((f"{name}-{n}", descriptors.CONFIGURATION_SIZE, head))
+            by_length += [(f"{name}-{n}", asked, self._get_descriptor(kind, n, asked)) for asked in CONFIGURATION_ASKS]
             try:
                 parsed = descriptors.parse_configuration(full, other_speed=kind == descriptors.OTHER_SPEED_CONFIGURATION)
                 indices.update(parsed.string_indices)
