@@ -7,6 +7,7 @@ entries is built once per module and copied for each test that damages it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -434,18 +435,26 @@ def test_any_value_in_any_column_is_found_never_a_crash(pristine, tmp_path_facto
                 archive.verify(PUB)
 
 
-def test_an_archive_on_read_only_media_lists_shows_verifies_and_proves(archive_dir, tmp_path):
-    """An auditor's copy on read-only media: every command but `add` reads only (SQLite opened
-    read-only, as immutable where the file system refuses even its lock file)."""
-    mount = tmp_path / "ro"
+@contextlib.contextmanager
+def read_only_mount(source: Path, mount: Path):
+    """`source` seen read-only at `mount` (a read-only bind mount: root ignores file modes)."""
     mount.mkdir()
-    made = subprocess.run(["mount", "--bind", str(archive_dir), str(mount)], capture_output=True, text=True)
+    made = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True, text=True)
     if made.returncode:
         pytest.skip(f"cannot bind-mount here ({made.stderr.strip()[:80]}): needs root with CAP_SYS_ADMIN")
     try:
         remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True, text=True)
         if remount.returncode:
             pytest.skip(f"cannot remount read-only here ({remount.stderr.strip()[:80]})")
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_an_archive_on_read_only_media_lists_shows_verifies_and_proves(archive_dir, tmp_path):
+    """An auditor's copy on read-only media: every command but `add` reads only (SQLite opened
+    read-only, as immutable where the file system refuses even its lock file)."""
+    with read_only_mount(archive_dir, tmp_path / "ro") as mount:
         before = sorted(p.name for p in archive_dir.iterdir())
         verified = attestlab("archive", "verify", str(mount), "--pubkey", str(TEST_PUB))
         assert verified.returncode == 0 and "6 entries, 6 signed checkpoints" in verified.stdout, verified.stderr
@@ -455,5 +464,25 @@ def test_an_archive_on_read_only_media_lists_shows_verifies_and_proves(archive_d
         added = attestlab("archive", "add", str(mount), str(archive_dir / "blobs"), "--key", str(TEST_KEY))
         assert added.returncode == 2 and "Traceback" not in added.stderr  # writing is refused, clearly
         assert sorted(p.name for p in archive_dir.iterdir()) == before
+
+
+def test_a_read_only_copy_with_changes_still_in_its_write_ahead_log_is_refused(archive_dir, tmp_path):
+    """A copy taken while an appender held the database open has entries only in archive.db-wal:
+    read with its -shm it verifies whole; without, an immutable read would show an older archive
+    as verified, so it is refused, saying why."""
+    copy = tmp_path / "copy"
+    writer = sqlite3.connect(archive_dir / "archive.db", isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("INSERT INTO meta (key, value) VALUES ('note', 'written, not checkpointed')")
+        shutil.copytree(archive_dir, copy)
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        writer.close()
+    assert (copy / "archive.db-wal").stat().st_size > 0
+    with read_only_mount(copy, tmp_path / "ro") as mount:   # with its -shm, SQLite reads the log itself
+        verified = attestlab("archive", "verify", str(mount), "--pubkey", str(TEST_PUB))
+    assert verified.returncode == 0, verified.stderr
+    (copy / "archive.db-shm").unlink()                      # without it, only an immutable read is left
+    with read_only_mount(copy, tmp_path / "ro2") as mount:
+        verified = attestlab("archive", "verify", str(mount), "--pubkey", str(TEST_PUB))
+    assert verified.returncode == 2 and "archive.db-wal holds changes" in verified.stderr, verified.stderr

@@ -216,6 +216,12 @@ class SqliteLog(_SqlLog):
         uri = f"file:{urllib.parse.quote(str(path.resolve()))}"
         last: sqlite3.Error | None = None
         for mode in ("mode=ro", "mode=ro&immutable=1"):
+            wal = path.with_name(path.name + "-wal")
+            if "immutable" in mode and wal.exists() and wal.stat().st_size:
+                # Immutable reads ignore the write-ahead log: they would show an older archive.
+                raise sqlite3.OperationalError(
+                    f"{path}: cannot open for reading: {last}; and {wal.name} holds changes that a read-only "
+                    f"open cannot see: verify a copy on writable storage")
             try:
                 db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                                      isolation_level=None)
