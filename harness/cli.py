@@ -680,7 +680,7 @@ def _archive_show(args, archive, _key) -> int:
         print(f"attestlab archive show: {archive.dir}: no entry {args.n} (it holds {archive.size()})", file=sys.stderr)
         return EXIT_ERROR
     print(f"entry {args.n} of {archive.dir} (archive {archive.id})")
-    print(f"  envelope sha256 {leaf[2]}, leaf hash {leaf[1].hex()}, appended {leaf[3]}")
+    print(f"  envelope sha256 {leaf[2]}, leaf hash {leaf[1].hex()}, appended {terminal_safe(str(leaf[3]))}")
     for field, value in row.items():
         if field != "idx":
             print(f"  {field}: {terminal_safe(str(value))}")

@@ -220,6 +220,12 @@ TAMPERS = {
     "middle entry removed": (lambda d, u: sql(u, "DELETE FROM leaves WHERE idx = 2"), 2, "missing"),
     "checkpoints swapped": (lambda d, u: _swap_checkpoints(u, 3, 4), 2, "swapped"),
     "checkpoint removed": (lambda d, u: sql(u, "DELETE FROM checkpoints WHERE size = 3"), 2, "is missing"),
+    # red team (tests/test_archive_redteam.py): what `archive list|show` print, held to what was signed
+    "index row for no entry": (lambda d, u: sql(u, "INSERT INTO entries SELECT -1, run_id, 'forged', board_serial, "
+                                                   "product, plan_id, plan_sha256, 'PASS', keyid, run_started FROM "
+                                                   "entries WHERE idx = 0"), 0, "row for entry -1,"),
+    "append time back-dated": (lambda d, u: sql(u, "UPDATE leaves SET appended = '2020-01-01T00:00:00+00:00' "
+                                                   "WHERE idx = 2"), 2, "append time"),
     "envelope blob byte": (lambda d, u: flip(d / "blobs" / sql(u, "SELECT envelope_sha256 FROM leaves WHERE idx = 3")
                                              [0][0]), 3, "was changed"),
 }
@@ -327,3 +333,40 @@ def test_an_append_only_role_appends_and_a_select_only_role_verifies(copied, tmp
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             archive.append(make_result(tmp_path / "other", 10), KEY)
     assert sql(url, "SELECT COUNT(*) FROM leaves") == [(7,)]
+
+
+def _row_policy(url: str) -> str:
+    """Entry 3 hidden from every read but verify's (REPEATABLE READ): a policy; the reader's URL."""
+    role = f"reader_{next(_NAMES)}"
+    sql(url, f"CREATE ROLE {role} LOGIN")
+    sql(url, f"GRANT SELECT ON meta, leaves, nodes, checkpoints, entries TO {role}")
+    sql(url, "ALTER TABLE entries ENABLE ROW LEVEL SECURITY")
+    sql(url, "CREATE POLICY hide ON entries USING (idx <> 3 OR current_setting('transaction_isolation') = "
+             "'repeatable read')")
+    return url.replace("attestlab@", f"{role}@")
+
+
+def _shadowing_view(url: str) -> str:
+    """The same, by a view of that name in a schema the database's search_path reads first."""
+    sql(url, "CREATE SCHEMA shadow")
+    sql(url, "CREATE VIEW shadow.entries AS SELECT * FROM public.entries WHERE idx <> 3 OR "
+             "current_setting('transaction_isolation') = 'repeatable read'")
+    sql(url, f'ALTER DATABASE "{database_name(url)}" SET search_path = pg_catalog, shadow, public')
+    return url
+
+
+@pytest.mark.parametrize("trick", [_row_policy, _shadowing_view])
+def test_a_policy_or_a_view_cannot_make_list_read_other_rows_than_verify(copied, trick):
+    """Red team: whoever owns the tables can make `list` and `show` see rows other than `verify`'s
+    snapshot does. verify now refuses a database where the archive's names are not plain tables
+    read without a policy or a rule, or where a schema comes before pg_catalog."""
+    directory, url = copied
+    reader = trick(url)
+    with Archive(directory, db=reader) as archive:
+        assert 3 not in [e["idx"] for e in archive.log.entries()]   # what `archive list` would show
+        with pytest.raises(ArchiveCorrupt, match="not the archive's own tables"):
+            archive.verify(PUB)
+    sql(url, "CREATE SCHEMA IF NOT EXISTS shadow")
+    sql(url, f'ALTER DATABASE "{database_name(url)}" SET search_path = shadow, pg_catalog, public')
+    with Archive(directory, db=url) as archive, pytest.raises(ArchiveCorrupt, match="ahead of pg_catalog"):
+        archive.verify(PUB)

@@ -25,8 +25,8 @@ CHECKPOINT_TYPE = "https://attestlab.dev/Checkpoint/v1"
 PROOF_TYPE = "https://attestlab.dev/InclusionProof/v1"
 MAX_TREE_SIZE = 1 << 62            # no archive holds more; bounds what a hostile file can ask
 MAX_PROOF_HASHES = 64              # an audit path of any real tree is shorter (log2 of the size)
-_HEX32 = re.compile(r"^[0-9a-f]{64}$")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$")
+_HEX32 = re.compile(r"[0-9a-f]{64}\Z")   # \Z, not $: "$" also matches before a final newline
+_TIME = re.compile(r"[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](\.[0-9]{1,6})?\+00:00\Z")
 
 
 class ProofFileError(VerificationError):

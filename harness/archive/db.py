@@ -26,8 +26,9 @@ from typing import Any
 
 ENTRY_FIELDS = ("run_id", "board_name", "board_serial", "product", "plan_id", "plan_sha256", "verdict",
                 "keyid", "run_started")
+TABLES = ("meta", "leaves", "nodes", "checkpoints", "entries")
 BUSY_TIMEOUT_MS = 60_000  # how long an appender waits for another's transaction before it gives up
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")   # \Z, not $: "$" also matches before a final newline
 
 
 class DamagedRow(ValueError):
@@ -160,22 +161,39 @@ class _SqlLog:
     def entries(self, board_serial: str | None = None, plan: str | None = None, verdict: str | None = None,
                 since: str | None = None, until: str | None = None) -> Iterator[dict[str, Any]]:
         """Entries matching every filter given, in index order (`plan`: id or sha256; `since`/`until`
-        compare ISO 8601 text, `until` inclusive of anything that starts with it)."""
-        where, args = [], []
-        if board_serial is not None:
-            where.append("lower(board_serial) = lower(?)"); args.append(board_serial)
-        if plan is not None:
-            where.append("(plan_id = ? OR plan_sha256 = ?)"); args += [plan, plan]
-        if verdict is not None:
-            where.append("verdict = ?"); args.append(verdict.upper())
-        if since is not None:
-            where.append("run_started >= ?"); args.append(since)
-        if until is not None:   # text compared byte by byte in both databases (PostgreSQL: COLLATE "C")
-            where.append("run_started < ?"); args.append(until + "\uffff")
-        sql = f"SELECT idx, {', '.join(ENTRY_FIELDS)} FROM entries"
-        sql += f" WHERE {' AND '.join(where)}" if where else ""
-        for row in self._query(sql + " ORDER BY idx", args):
-            yield dict(zip(("idx", *ENTRY_FIELDS), row))
+        compare ISO 8601 text, `until` inclusive of anything that starts with it).
+
+        Filtered here, over the very rows `verify` reads (one scan in index order), never by a
+        WHERE: a query the planner answers from a secondary index reads that index's b-tree,
+        which verify does not check, and a forged one (or forged planner statistics) hides rows."""
+        wanted = {"board_serial": board_serial and _ascii_lower(board_serial), "plan": plan,
+                  "verdict": verdict and verdict.upper(), "since": since,
+                  "until": until + "\uffff" if until is not None else None}
+        for row in self._query(f"SELECT idx, {', '.join(ENTRY_FIELDS)} FROM entries ORDER BY idx"):
+            entry = dict(zip(("idx", *ENTRY_FIELDS), row))
+            if _matches(entry, **wanted):
+                yield entry
+
+
+def _ascii_lower(text: str) -> str:
+    """SQL's lower() (SQLite's, PostgreSQL's under COLLATE "C"): A-Z only."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _matches(entry: dict[str, Any], board_serial: str | None, plan: str | None, verdict: str | None,
+             since: str | None, until: str | None) -> bool:
+    """An index row against `entries`' filters; text compared by code point (= UTF-8 bytes, as
+    SQLite and COLLATE "C" compare); a value that is not text (a damaged row) matches no filter."""
+    text = {field: value for field, value in entry.items() if isinstance(value, str)}
+    started = text.get("run_started")
+    return ((board_serial is None or _ascii_lower(text.get("board_serial", "\0")) == board_serial)
+            and (plan is None or plan in (text.get("plan_id"), text.get("plan_sha256")))
+            and (verdict is None or text.get("verdict") == verdict)
+            and (since is None or (started is not None and started >= since))
+            and (until is None or (started is not None and started < until)))
 
 
 _SQLITE_SCHEMA = """
@@ -251,9 +269,17 @@ class SqliteLog(_SqlLog):
         finally:
             self.db.execute("ROLLBACK")
 
+    def catalog_problem(self) -> str | None:
+        """Why the names the archive reads might not be its plain tables (a view answers as its
+        SQL pleases, and not always alike); None when all five are tables."""
+        kinds = dict(self._query(f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(TABLES))})",
+                                 TABLES).fetchall())
+        odd = [f"{name} is {kinds.get(name) or 'missing'}" for name in TABLES if kinds.get(name) != "table"]
+        return f"not the archive's own tables ({', '.join(odd)})" if odd else None
+
 
 # Text compares byte by byte (COLLATE "C"), as in SQLite, whatever the server's locale: the
-# `until` filter relies on it. BIGINT: an index can pass 2**31.
+# order of `ORDER BY` text is the order `list` filters by. BIGINT: an index can pass 2**31.
 _POSTGRES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leaves (idx BIGINT PRIMARY KEY, leaf_hash BYTEA NOT NULL,
@@ -328,6 +354,26 @@ class PostgresLog(_SqlLog):
         with self.db.transaction():
             self.db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield
+
+    def catalog_problem(self) -> str | None:
+        """Why the names the archive reads might not answer alike for `verify` and for `list` or
+        `show`: a view, row-level security or a rule can answer by transaction, role or time, a
+        schema ahead of pg_catalog can redefine `=` or max(). None when all five are plain tables
+        read without a policy or a rule. Every name here is pg_catalog's, spelt out for that reason."""
+        first = self.db.execute("SELECT (pg_catalog.current_schemas(true))[1]").fetchone()[0]
+        if first != "pg_catalog":
+            return f"the search_path puts schema {first!r:.60} ahead of pg_catalog"
+        odd = []
+        for name, kind, secured, rules in self.db.execute(
+                "SELECT t.name, c.relkind, c.relrowsecurity, EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r "
+                "WHERE r.ev_class OPERATOR(pg_catalog.=) c.oid) FROM pg_catalog.unnest(%s::pg_catalog.text[]) "
+                "AS t(name) LEFT JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) "
+                "pg_catalog.to_regclass(t.name)", (list(TABLES),)):
+            if kind != "r":
+                odd.append(f"{name} is {'missing' if kind is None else f'of relkind {kind!r}'}")
+            elif secured or rules:
+                odd.append(f"{name} has {'row-level security' if secured else 'a rule'}")
+        return f"not the archive's own tables ({', '.join(odd)})" if odd else None
 
     def has_tables(self) -> bool:
         return self.db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]

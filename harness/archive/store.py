@@ -208,6 +208,10 @@ def _open_checkpoints(public_key: bytes, stored: list[tuple[int, bytes]]) -> lis
     return [open_stored_checkpoint(size, envelope, key) for size, envelope in stored]
 
 
+def _row_for_no_entry(idx: Any, size: int) -> str:
+    return f"the index holds a row for entry {idx!r:.40}, which the log of {size} entries does not hold"
+
+
 def _verify_pool(jobs: int) -> ProcessPoolExecutor:
     """Worker processes started fresh (forkserver, else spawn), never forked from this one: it
     holds a database connection and maybe threads."""
@@ -534,6 +538,8 @@ class Archive:
         pool = None
         try:
             with self.log.snapshot():   # one state of the log, whatever appenders commit meanwhile
+                if (odd := self.log.catalog_problem()) is not None:   # list and show must read what verify reads
+                    raise ArchiveCorrupt(None, f"the database: {odd}")
                 if jobs is None:
                     jobs = (os.cpu_count() or 1) if self.log.size() >= PARALLEL_FROM else 1
                 if jobs > 1:
@@ -557,7 +563,8 @@ class Archive:
         nodes = {(level, idx): value for level, idx, value in self.log.nodes()}
         size, evidence, total = 0, set(), self.log.size()
         rows = self.log.entries()   # read beside the leaves, in index order: no query per entry
-        row: dict[str, Any] | None = None
+        row: dict[str, Any] | None = next(rows, None)
+        appended: list[str] = []    # each entry's append time, held to its checkpoint's signed time
         if pool is None:
             envelopes: Iterator[tuple[Any, _Envelope | str]] = (
                 (leaf_row, check_envelope(self.blobs, leaf_row[2], public_key)) for leaf_row in self.log.leaves())
@@ -565,7 +572,7 @@ class Archive:
             key_bytes = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
             envelopes = _in_order(pool, jobs, functools.partial(_check_envelopes, str(self.blobs), key_bytes),
                                   self.log.leaves(), lambda leaf_row: leaf_row[2])
-        for (idx, leaf, sha, _), envelope in envelopes:
+        for (idx, leaf, sha, leaf_row_appended), envelope in envelopes:
             if idx != size:
                 raise ArchiveCorrupt(size, f"missing: the log goes from entry {size - 1} to entry {idx}")
             progress.update("archive verify", done=idx, total=total, unit="entries")
@@ -574,15 +581,17 @@ class Archive:
             evidence.update(envelope.evidence)
             if envelope.leaf != leaf or nodes.get((0, idx)) != leaf:
                 raise ArchiveCorrupt(idx, "its leaf hash in the log is not the leaf hash of its envelope")
-            while row is None or (isinstance(row["idx"], int) and row["idx"] < idx):
-                row = next(rows, None)
-                if row is None:
-                    break
+            # One index row per entry, merged strictly: a row for no entry (a negative index, one
+            # between entries) would be listed by `archive list` as if the archive held it.
+            if row is not None and row["idx"] != idx and not (type(row["idx"]) is int and row["idx"] > idx):
+                raise ArchiveCorrupt(idx, _row_for_no_entry(row["idx"], total))
             found = row if row is not None and row["idx"] == idx else None
             expected = envelope.fields
             if found is None or any(found[f] != expected[f] for f in ENTRY_FIELDS):
                 wrong = [f for f in ENTRY_FIELDS if found is None or found[f] != expected[f]]
                 raise ArchiveCorrupt(idx, f"its index row says other than its signed record ({', '.join(wrong)})")
+            row = next(rows, None)
+            appended.append(leaf_row_appended)
             size += 1
         # the checkpoints' signatures are checked (by the pool, meanwhile) in the order they are read
         if pool is None:
@@ -618,6 +627,9 @@ class Archive:
             if cp_size != (previous.size if previous else 0) + 1:
                 gap = (previous.size if previous else 0) + 1
                 raise ArchiveCorrupt(gap - 1, f"the signed checkpoint of size {gap} is missing (the next is {cp_size})")
+            if appended[cp_size - 1] != checkpoint.time:   # `archive show` prints it: never back-dated
+                raise ArchiveCorrupt(cp_size - 1, f"its append time in the log ({appended[cp_size - 1]!r:.60}) is not "
+                                                  f"the time of the checkpoint its append signed ({checkpoint.time})")
             # No consistency proof between neighbours is needed: every checkpoint's root was just
             # found to be the root of a prefix of the one leaf sequence, whose nodes were all checked
             # against their children, so each checkpoint is a prefix of the next by construction.
@@ -628,6 +640,8 @@ class Archive:
         if size and (previous is None or previous.size != size):
             covered = previous.size if previous else 0
             raise ArchiveCorrupt(covered, f"entries {covered}..{size - 1} are in no signed checkpoint")
+        if row is not None:
+            raise ArchiveCorrupt(size, _row_for_no_entry(row["idx"], size))
         for kept in held:
             if kept.archive != self.id:
                 raise ArchiveCorrupt(None, f"the held checkpoint of size {kept.size} is of archive {kept.archive}, "

@@ -54,7 +54,7 @@ CLAIM_NAME = "claim.json"
 # the firmware dump), so 32 MiB is room for it several times over, a long capture included. A
 # run that writes more still fails cleanly at the end (exit 2, nothing that verifies).
 MIN_FREE_BYTES = 32 * 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")   # \Z, not $: "$" also matches before a final newline
 _MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
 MAX_BLOB_BYTES = 1 << 30  # no probe stores more; a bigger "blob" is not ours
 
