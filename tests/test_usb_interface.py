@@ -644,3 +644,24 @@ def test_codec_refuses_what_a_reader_could_not_frame():
     with pytest.raises(usbip.UsbipError, match="bytes after the terminating NUL"):
         usbip.unpack_req_import(b"1-1\0x" + bytes(27))
     assert usbip.setup_packet(0x80, 6, 0x0100, 0, 18) == bytes.fromhex("8006000100001200")
+
+
+def test_an_operation_the_backend_does_not_carry_is_a_transfer_error_kept_in_the_evidence():
+    """pyusb raises NotImplementedError for what a backend lacks (USB/IP carries no port reset):
+    that is a transfer that did not happen, ERROR with the reason, never a silent success."""
+    from harness.interfaces.usb import UsbDevice, UsbTransferError
+
+    class NoControl:
+        def ctrl_transfer(self, *args):
+            raise NotImplementedError("this backend carries no control transfers")
+
+    device = UsbDevice(NoControl(), {"vid": 0x0955, "pid": 0xCF10, "path": "1-1"}, 300)
+    with pytest.raises(UsbTransferError) as failed:
+        device.control_in(0xC1, 0x5A, 0, 0, 64)
+    assert failed.value.kind == "error" and "not supported by the backend" in str(failed.value)
+    assert read_capture(device.transfers_pcapng()).packets  # the failed transfer is in the evidence
+
+
+def test_the_usbip_backend_refuses_a_port_reset_it_cannot_carry():
+    with pytest.raises(NotImplementedError, match="no port reset"):
+        usbip_backend.UsbipBackend("unix:/nonexistent/usbip.sock").reset_device(None)

@@ -340,15 +340,19 @@ def _bytes(data: bytes | bytearray | memoryview, name: str) -> bytes:
     return bytes(data)
 
 
+def _whole(data: bytes | bytearray | memoryview, kind: int, name: str, size: int) -> bytes:
+    """`data` is one fixed-size descriptor of type `kind`, exactly: no byte short, none past it."""
+    data = _bytes(data, name)
+    _header(data, kind, name, size)
+    if len(data) != size:
+        raise DescriptorError(f"{name} descriptor at offset 0x0: {len(data)} bytes, expected exactly "
+                              f"{size}: {len(data) - size} bytes past its end")
+    return data
+
+
 def parse_device_descriptor(data: bytes) -> DeviceDescriptor:
     """The 18-byte device descriptor, exactly."""
-    data = _bytes(data, "device")
-    _header(data, DEVICE, "device", DEVICE_SIZE)
-    if len(data) != DEVICE_SIZE:
-        raise DescriptorError(f"device descriptor at offset 0x0: {len(data)} bytes, expected exactly "
-                              f"{DEVICE_SIZE}: {len(data) - DEVICE_SIZE} bytes past its end")
-    fields = struct.unpack("<BBHBBBBHHHBBBB", data)
-    device = DeviceDescriptor(*fields)
+    device = DeviceDescriptor(*struct.unpack("<BBHBBBBHHHBBBB", _whole(data, DEVICE, "device", DEVICE_SIZE)))
     # bMaxPacketSize0 is a byte count up to USB 2.x, an exponent (9: 512 bytes) from USB 3.0 on.
     allowed = (8, 16, 32, 64, 9) if device.bcdUSB >= 0x0300 else (8, 16, 32, 64)
     if device.bMaxPacketSize0 not in allowed:
@@ -377,11 +381,7 @@ class DeviceQualifier:
 
 def parse_device_qualifier(data: bytes) -> DeviceQualifier:
     """The 10-byte device qualifier, exactly."""
-    data = _bytes(data, "device qualifier")
-    _header(data, DEVICE_QUALIFIER, "device qualifier", DEVICE_QUALIFIER_SIZE)
-    if len(data) != DEVICE_QUALIFIER_SIZE:
-        raise DescriptorError(f"device qualifier descriptor at offset 0x0: {len(data)} bytes, expected exactly "
-                              f"{DEVICE_QUALIFIER_SIZE}")
+    data = _whole(data, DEVICE_QUALIFIER, "device qualifier", DEVICE_QUALIFIER_SIZE)
     qualifier = DeviceQualifier(*struct.unpack("<BBHBBBBBB", data))
     if qualifier.bMaxPacketSize0 not in (8, 16, 32, 64):
         raise DescriptorError(f"device qualifier descriptor at offset 0x6: bMaxPacketSize0 "
